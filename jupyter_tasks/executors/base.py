@@ -1,0 +1,94 @@
+"""The one small interface between the orchestrator and whatever runs tasks.
+
+The orchestrator owns lifecycle, timeouts and the store; an executor owns
+processes.  It is handed a ``RunSpec`` (plain data, JSON-able), runs it
+somewhere, and reports an ``Outcome`` of plain data: the server never sees a
+user object, only the pickled bytes' location and a JSON preview.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..models import TaskError
+
+#: Called (on the event loop) when a running task reports progress.
+ProgressCallback = Callable[[float | None, str | None], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker needs to run one attempt of a task."""
+
+    task_id: str
+    attempt: int
+    task_type: str  #: registered name, for messages
+    type_path: str  #: "module:Class" of the TaskType; the worker imports it
+    parameters: dict[str, Any]
+    interpreter: str  #: Python executable whose worker pool runs the task
+    root_dir: str  #: the server's root directory (cwd default, on sys.path)
+    log_path: str  #: the task's log file; stdout/stderr of the task go there (appended)
+    result_path: str  #: where a large pickled result is written
+    blob_dir: str  #: where uploaded blobs live (``callable`` payloads)
+    result_max_bytes: int
+    inline_result_max: int = 64 * 1024  #: pickles up to this size come back in the message
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended.  ``ok`` with a result, or not ``ok`` with an error."""
+
+    ok: bool
+    error: TaskError | None = None
+    preview: dict[str, Any] | None = None  #: {"type", "repr", "value"?}
+    result_size: int = 0
+    result_inline: bytes | None = None  #: the pickle itself when small
+    result_file: str | None = None  #: or the file the worker wrote it to
+
+
+class TaskKilled(Exception):
+    """Raised by ``Executor.run`` when the attempt was stopped by ``Executor.kill``."""
+
+
+@dataclass(frozen=True)
+class ExecutorHealth:
+    """What ``/tasks/health`` reports of the executor."""
+
+    healthy: bool
+    workers: int
+    detail: str = ""
+
+
+class Executor(abc.ABC):
+    """Runs task attempts; knows processes, not the store or HTTP."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start (warm up) workers; return quickly, never block the loop."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop every worker and whatever they run; nothing may be left behind."""
+
+    @abc.abstractmethod
+    async def run(self, spec: RunSpec, on_progress: ProgressCallback) -> Outcome:
+        """Run one attempt to its end.
+
+        Returns an ``Outcome`` for anything the task itself did, crashes included
+        (``WorkerCrashed``, ``MemoryLimitExceeded``, ``ResultTooLarge``); raises
+        ``TaskKilled`` only when ``kill`` stopped it.
+        """
+
+    @abc.abstractmethod
+    async def kill(self, task_id: str) -> None:
+        """Stop a running attempt: SIGTERM, then SIGKILL after the grace period.
+
+        Returns once the task's processes are gone; a no-op for unknown ids.
+        """
+
+    @abc.abstractmethod
+    def health(self) -> ExecutorHealth:
+        """Cheap, synchronous health summary."""

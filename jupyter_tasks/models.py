@@ -1,0 +1,137 @@
+"""The one schema: what a client asks for (TaskRequest) and what it gets back (Task).
+
+Every layer speaks these shapes: the store converts rows to ``Task`` at its
+boundary, the handlers serialise ``Task.model_dump(mode="json")``, the kernel
+client parses the same JSON.  Types are strict on purpose: ``"5"``, ``true``
+and ``1.0`` are not integers, and unknown fields are refused so that a typo
+never passes silently.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_serializer
+
+TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task is in its life; the three last are final."""
+
+    CREATED = "created"  #: accepted and durable, waiting for a worker (or for a retry)
+    RUNNING = "running"  #: a worker is executing it
+    COMPLETED = "completed"  #: finished; a result is stored
+    FAILED = "failed"  #: finished with ``error`` set
+    CANCELLED = "cancelled"  #: stopped on request before it finished
+
+    @property
+    def finished(self) -> bool:
+        """True for the statuses a task never leaves."""
+        return self in FINISHED
+
+
+FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+#: Transitions the orchestrator may make; anything else is ``InvalidTransition``.
+#: ``running -> created`` is a retry (or a recovered task going back to the queue).
+ALLOWED_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.CREATED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
+    TaskStatus.RUNNING: frozenset(
+        {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.CREATED}
+    ),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
+}
+
+
+def new_task_id() -> str:
+    """A UUID4 as 32 lower-case hex characters."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def format_time(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC, always the same shape: ``2026-01-02T03:04:05.678901Z``."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Priority = Annotated[StrictInt, Field(ge=1, le=10)]
+Description = Annotated[StrictStr, Field(min_length=1, max_length=10_000)]
+Tag = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+class TaskRequest(BaseModel):
+    """What a client submits (``POST /tasks``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    task_type: StrictStr = Field(description="One of the task types this server allows.")
+    description: Description = Field(description="What the task is, for people.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Validated by the task type at submit time."
+    )
+    priority: Priority = Field(
+        default=1, description="1..10; 10 runs first, ties run oldest first."
+    )
+    timeout_seconds: Annotated[StrictInt, Field(gt=0)] | None = Field(
+        default=None, description="Seconds a run may take; default from the server's config."
+    )
+    max_retries: Annotated[StrictInt, Field(ge=0, le=10)] = Field(
+        default=0, description="Retries of failures other than cancellation."
+    )
+    tags: list[Tag] = Field(default_factory=list, max_length=100, description="For filtering.")
+
+
+class TaskError(BaseModel):
+    """Why a task failed: our own types (``TaskTimeout``...) or the task's exception type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class Task(TaskRequest):
+    """A task as the server reports it: the request plus its state."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    task_id: str = Field(pattern=TASK_ID_PATTERN)
+    status: TaskStatus
+    group: str | None = None
+    attempt: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: float | None = Field(default=None, ge=0.0, le=1.0)
+    message: str | None = None
+    error: TaskError | None = None
+
+    @field_serializer("created_at", "started_at", "finished_at")
+    def _serialize_time(self, value: datetime | None) -> str | None:
+        return format_time(value)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-ready dict every route and event carries."""
+        return self.model_dump(mode="json")
+
+
+# The error types the engine raises itself (DESIGN section 3).
+TASK_TIMEOUT = "TaskTimeout"
+SERVER_RESTART = "ServerRestart"
+WORKER_CRASHED = "WorkerCrashed"
+RESULT_TOO_LARGE = "ResultTooLarge"
+NON_ZERO_EXIT = "NonZeroExit"
+MEMORY_LIMIT_EXCEEDED = "MemoryLimitExceeded"

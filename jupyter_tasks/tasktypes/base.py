@@ -1,0 +1,103 @@
+"""What a task type is: parameters validated at submit time, code run in a worker.
+
+One class serves both sides.  The server calls ``validate`` (and reads
+``parameters_schema``) and never runs the task; the worker imports the class
+by its path and calls ``run``.  Keep module-level imports light: workers import
+these modules.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import InvalidParameters
+
+
+@dataclass(frozen=True)
+class SubmitContext:
+    """What validation may look at on the server."""
+
+    root_dir: str
+    blob_dir: str
+
+
+class TaskContext(Protocol):
+    """What a running task sees in its worker (implemented in ``worker.py``)."""
+
+    task_id: str
+    root_dir: str
+    blob_dir: str
+
+    def set_progress(self, fraction: float | None, message: str | None = None) -> None:
+        """Report progress (0..1) and an optional message."""
+
+    def log_fd(self) -> int:
+        """File descriptor of the task's log, for child processes' stdout/stderr."""
+
+
+class TaskType:
+    """Base class of a task type; subclasses set ``name``, ``description``, ``Parameters``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Parameters: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def type_path(cls) -> str:
+        """Import path the worker uses to find this class."""
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+    @classmethod
+    def parameters_schema(cls) -> dict[str, Any]:
+        """JSON schema of ``parameters``, published by ``GET /tasks/types`` and OpenAPI."""
+        return cls.Parameters.model_json_schema()
+
+    @classmethod
+    def parse(cls, parameters: dict[str, Any]) -> BaseModel:
+        """Parse parameters; a failure raises ``InvalidParameters`` naming the field."""
+        try:
+            return cls.Parameters.model_validate(parameters)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            field = f"parameters.{loc}" if loc else "parameters"
+            raise InvalidParameters(err["msg"], field=field) from None
+
+    def validate(self, parameters: dict[str, Any], ctx: SubmitContext) -> None:
+        """Check parameters at submit time; raise ``InvalidParameters`` when wrong."""
+        self.parse(parameters)
+
+    def interpreter(self, parameters: dict[str, Any]) -> str:
+        """The Python executable whose workers run this task (the server's by default)."""
+        return sys.executable
+
+    def run(self, parameters: dict[str, Any], ctx: TaskContext) -> Any:
+        """Run the task inside a worker and return its result."""
+        raise NotImplementedError
+
+
+def resolve_inside(root_dir: str, path: str | None, field: str) -> Path:
+    """Resolve ``path`` against ``root_dir``; refuse anything that escapes it."""
+    root = Path(root_dir).resolve()
+    if path is None or path == "":
+        return root
+    candidate = (root / path).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise InvalidParameters(
+            f"path {path!r} is outside the server's root directory", field=field
+        )
+    return candidate
+
+
+def check_dir_inside(root_dir: str, path: str | None, field: str) -> str:
+    """``resolve_inside`` plus: it must be an existing directory."""
+    resolved = resolve_inside(root_dir, path, field)
+    if not resolved.is_dir():
+        raise InvalidParameters(f"directory {path!r} does not exist", field=field)
+    return os.fspath(resolved)
