@@ -1,0 +1,152 @@
+"""Publish/subscribe of task events with bounded, per-subscriber buffers.
+
+Transitions are delivered in full and in order; progress is coalesced per
+task (latest wins), so a chatty task costs a slow subscriber one slot, not
+thousands.  A subscriber that still falls ``max_pending`` events behind is
+dropped rather than buffered without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+Event = dict[str, Any]
+
+
+class Subscription:
+    """A live event feed: ``async for event in sub``; ``close()`` to stop.
+
+    Iteration ends when the subscription is closed or dropped (``dropped`` is then
+    True: the consumer fell more than ``max_pending`` events behind).
+    """
+
+    def __init__(
+        self,
+        hub: EventHub,
+        task_ids: Iterable[str] | None,
+        group: str | None,
+        max_pending: int,
+    ) -> None:
+        self._hub = hub
+        self._task_ids = frozenset(task_ids) if task_ids else None
+        self._group = group
+        self._max_pending = max_pending
+        self._transitions: deque[Event] = deque()
+        self._progress: OrderedDict[str, Event] = OrderedDict()
+        self._ready = asyncio.Event()
+        self.dropped = False
+        self.closed = False
+
+    def matches(self, event: Event) -> bool:
+        if self._task_ids is not None and event["task_id"] not in self._task_ids:
+            return False
+        if self._group is not None:
+            task = event.get("task") or {}
+            return bool(task.get("group") == self._group)
+        return True
+
+    def offer(self, event: Event) -> None:
+        """Queue an event for this subscriber (called by the hub on the loop)."""
+        if self.closed:
+            return
+        task_id = event["task_id"]
+        if event["event"] == "progress":
+            self._progress.pop(task_id, None)
+            self._progress[task_id] = event
+        else:
+            # A transition carries the latest progress itself; an older progress is stale.
+            self._progress.pop(task_id, None)
+            self._transitions.append(event)
+        if len(self._transitions) + len(self._progress) > self._max_pending:
+            self.dropped = True
+            self.close()
+        self._ready.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._transitions) + len(self._progress)
+
+    def _pop(self) -> Event | None:
+        head = self._transitions[0] if self._transitions else None
+        first = next(iter(self._progress.values()), None)
+        if head is None and first is None:
+            return None
+        if first is None or (head is not None and head["seq"] < first["seq"]):
+            return self._transitions.popleft()
+        assert first is not None
+        return self._progress.pop(first["task_id"])
+
+    def get_nowait(self) -> Event | None:
+        """The next pending event in ``seq`` order, or None."""
+        return None if self.dropped else self._pop()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            if self.dropped:
+                return
+            event = self._pop()
+            if event is not None:
+                yield event
+                continue
+            if self.closed:
+                return
+            self._ready.clear()
+            await self._ready.wait()
+
+    def close(self) -> None:
+        """Stop receiving; pending events are still yielded unless dropped."""
+        self.closed = True
+        self._hub.discard(self)
+        self._ready.set()
+
+
+class EventHub:
+    """Numbers events (``seq``) and hands them to matching subscribers."""
+
+    def __init__(self) -> None:
+        self._subs: set[Subscription] = set()
+        self.seq = 0
+
+    def subscribe(
+        self,
+        task_ids: Iterable[str] | None = None,
+        group: str | None = None,
+        max_pending: int = 10_000,
+    ) -> Subscription:
+        sub = Subscription(self, task_ids, group, max_pending)
+        self._subs.add(sub)
+        return sub
+
+    def discard(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def publish(self, kind: str, task: dict[str, Any]) -> Event:
+        """Publish ``kind`` ("transition", "progress", "deleted") for a task (its JSON form)."""
+        self.seq += 1
+        event: Event = {
+            "event": kind,
+            "seq": self.seq,
+            "task_id": task["task_id"],
+            "status": task.get("status"),
+            "progress": task.get("progress"),
+            "message": task.get("message"),
+            "task": task,
+        }
+        for sub in list(self._subs):
+            if sub.matches(event):
+                sub.offer(event)
+        return event
+
+    def close(self) -> None:
+        for sub in list(self._subs):
+            sub.close()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)

@@ -1,0 +1,691 @@
+"""The task orchestrator: queue, lifecycle, timeouts, cancel, retries, leases, events.
+
+It owns a ``Store`` and an ``Executor`` and knows no HTTP: ``handlers.py`` and
+the kernel's embedded mode both drive it through the coroutines below.  Every
+status change goes through the store's compare-and-set, then one event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from .blobs import BlobWriter, remove_files
+from .errors import InvalidParameters, InvalidTransition, NoResult, QueueFull, TaskNotFound
+from .events import EventHub, Subscription
+from .executors.base import Executor, Outcome, RunSpec, TaskKilled
+from .models import (
+    FINISHED,
+    TASK_TIMEOUT,
+    Task,
+    TaskError,
+    TaskRequest,
+    TaskStatus,
+    new_task_id,
+)
+from .store import Owner, Store, StoredResult
+from .tasktypes import TaskTypeRegistry, load_default_registry
+from .tasktypes.base import SubmitContext
+
+log = logging.getLogger("jupyter_tasks")
+
+__all__ = ["BlobWriter", "EngineConfig", "Orchestrator", "ResultInfo", "Subscription"]
+
+
+@dataclass
+class EngineConfig:
+    """The engine's settings; ``TasksApp`` traits map onto these one to one."""
+
+    db_path: str
+    root_dir: str = field(default_factory=os.getcwd)
+    max_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_queue_size: int = 10_000
+    sqlite_synchronous: str = "NORMAL"
+    default_timeout_seconds: int | None = None
+    result_max_bytes: int = 1 << 30
+    log_max_bytes: int = 10 << 20
+    retention_seconds: int = 7 * 24 * 3600
+    worker_memory_limit: int = 0
+    max_tasks_per_worker: int = 0  # 0 = no limit
+    kill_grace_seconds: float = 2.0
+    allowed_task_types: list[str] | None = None  # None = all registered
+    lease_seconds: float = 30.0
+    retry_backoff_seconds: float = 1.0
+    progress_flush_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class ResultInfo:
+    """A stored result: JSON preview plus where the pickle is (bytes or a file path)."""
+
+    preview: dict[str, Any]
+    size: int
+    inline: bytes | None
+    path: str | None
+
+
+@dataclass
+class _Run:
+    """A task this orchestrator is running (or about to)."""
+
+    task_id: str
+    done: asyncio.Future[None]
+    kill_reason: str | None = None  # "cancel" | "timeout" | "stop"
+    task_json: dict[str, Any] | None = None
+    progress_dirty: bool = False
+
+
+def _process_started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
+class Orchestrator:
+    """Owns the store and the executor; every public method is a coroutine safe on the loop."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        executor: Executor | None = None,
+        registry: TaskTypeRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.store = Store(config.db_path, config.sqlite_synchronous)
+        self.registry = registry or load_default_registry(config.allowed_task_types)
+        self.executor = executor or self._local_executor(config)
+        self.owner = Owner(
+            owner_id=new_task_id(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=_process_started(os.getpid()) or time.time(),
+            heartbeat=time.time(),
+        )
+        self.events = EventHub()
+        self._heap: list[tuple[int, int, str]] = []
+        self._queued: dict[str, int] = {}  # task id -> priority, for created tasks we own
+        self._counter = itertools.count()
+        self._running: dict[str, _Run] = {}
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._runs: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._stopping = False
+
+    @staticmethod
+    def _local_executor(config: EngineConfig) -> Executor:
+        from .executors.local import LocalExecutor
+
+        return LocalExecutor(
+            max_workers=config.max_workers,
+            kill_grace_seconds=config.kill_grace_seconds,
+            worker_memory_limit=config.worker_memory_limit,
+            max_tasks_per_worker=config.max_tasks_per_worker,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, recover what earlier owners left, start workers and loops."""
+        await self.store.open()
+        await self.store.register_owner(self.owner)
+        await self._adopt(initial=True)
+        await self.executor.start()
+        self._started = True
+        for coro in (self._dispatch_loop(), self._lease_loop(), self._housekeeping_loop()):
+            self._loops.append(asyncio.create_task(coro))
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop loops and workers; running tasks are settled as a restart would settle them."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        for loop_task in self._loops:
+            loop_task.cancel()
+        for run in self._running.values():
+            run.kill_reason = "stop"
+        await self.executor.stop()
+        if self._runs:
+            await asyncio.wait(self._runs, timeout=self.config.kill_grace_seconds + 30)
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._flush_progress()
+        for task in await self.store.adopt(self.owner.owner_id, [self.owner.owner_id], time.time()):
+            self._publish(task)
+        self.events.close()
+        await self.store.close()
+
+    # -- submit ------------------------------------------------------------------------------
+
+    def _validate(self, request: TaskRequest) -> None:
+        task_type = self.registry.get(request.task_type)
+        task_type.validate(
+            request.parameters, SubmitContext(self.config.root_dir, self.store.blob_dir)
+        )
+
+    def _check_room(self, count: int) -> None:
+        if len(self._queued) + count > self.config.max_queue_size:
+            raise QueueFull(
+                f"the queue is full ({len(self._queued)} of {self.config.max_queue_size} tasks"
+                " waiting); retry later",
+                retry_after=max(1, min(60, len(self._queued) // 1000)),
+            )
+
+    async def submit(self, request: TaskRequest) -> Task:
+        """Validate, persist (durable on return) and queue one task."""
+        self._validate(request)
+        self._check_room(1)
+        (task,) = await self.store.insert(
+            [(new_task_id(), request)], self.owner.owner_id, None, time.time()
+        )
+        self._enqueue(task.task_id, task.priority)
+        self._publish(task)
+        return task
+
+    async def submit_batch(self, requests: list[TaskRequest]) -> list[Task]:
+        """All or nothing, in one transaction, under one group id; errors name the index."""
+        for index, request in enumerate(requests):
+            try:
+                self._validate(request)
+            except InvalidParameters as exc:
+                exc.index = index
+                raise
+        self._check_room(len(requests))
+        group = new_task_id()
+        pairs = [(new_task_id(), r) for r in requests]
+        tasks = await self.store.insert(pairs, self.owner.owner_id, group, time.time())
+        for task in tasks:
+            self._enqueue(task.task_id, task.priority)
+            self._publish(task)
+        return tasks
+
+    async def rerun(self, task_id: str) -> Task:
+        """Submit a new task with the same request as ``task_id``."""
+        old = await self.get(task_id)
+        request = TaskRequest(
+            **old.model_dump(
+                include={
+                    "task_type",
+                    "description",
+                    "parameters",
+                    "priority",
+                    "timeout_seconds",
+                    "max_retries",
+                    "tags",
+                }
+            )
+        )
+        return await self.submit(request)
+
+    # -- queue and dispatch ------------------------------------------------------------------
+
+    def _enqueue(self, task_id: str, priority: int) -> None:
+        self._queued[task_id] = priority
+        heapq.heappush(self._heap, (-priority, next(self._counter), task_id))
+        self._wake.set()
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._heap and len(self._running) < self.config.max_workers:
+                _, _, task_id = heapq.heappop(self._heap)
+                if self._queued.pop(task_id, None) is None:
+                    continue  # cancelled or taken while it waited
+                loop = asyncio.get_running_loop()
+                run = _Run(task_id, loop.create_future())
+                self._running[task_id] = run
+                self._spawn(self._run(run))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+
+    async def _run(self, run: _Run) -> None:
+        try:
+            await self._run_attempt(run)
+        except Exception:
+            log.exception("jupyter-tasks: running task %s failed unexpectedly", run.task_id)
+        finally:
+            self._running.pop(run.task_id, None)
+            if not run.done.done():
+                run.done.set_result(None)
+            self._wake.set()
+
+    async def _run_attempt(self, run: _Run) -> None:
+        task = await self.store.transition(
+            run.task_id,
+            TaskStatus.CREATED,
+            TaskStatus.RUNNING,
+            {"started_at": time.time(), "finished_at": None, "owner": self.owner.owner_id},
+            bump_attempt=True,
+        )
+        if task is None:
+            return  # cancelled or taken by another orchestrator in the meantime
+        run.task_json = task.to_json()
+        self._publish(task)
+        if run.kill_reason is not None:
+            await self._settle(run, task, None)
+            return
+        spec = self._spec(task)
+        timeout = task.timeout_seconds or self.config.default_timeout_seconds
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout, self._kill_soon, run, "timeout") if timeout else None
+        outcome: Outcome | None
+        try:
+            outcome = await self.executor.run(spec, lambda p, m: self._on_progress(run, p, m))
+        except TaskKilled:
+            outcome = None
+        except Exception as exc:  # an executor fault fails the task, never the server
+            log.exception("jupyter-tasks: executor failed on task %s", task.task_id)
+            outcome = Outcome(ok=False, error=TaskError(type=type(exc).__name__, message=str(exc)))
+        finally:
+            if timer is not None:
+                timer.cancel()
+        await self._settle(run, task, outcome)
+
+    def _spec(self, task: Task) -> RunSpec:
+        task_type = self.registry.get(task.task_type)
+        return RunSpec(
+            task_id=task.task_id,
+            attempt=task.attempt,
+            task_type=task.task_type,
+            type_path=task_type.type_path(),
+            parameters=task.parameters,
+            interpreter=task_type.interpreter(task.parameters),
+            root_dir=os.path.abspath(self.config.root_dir),
+            log_path=self.store.log_path(task.task_id),
+            result_path=self.store.result_path(task.task_id),
+            blob_dir=self.store.blob_dir,
+            result_max_bytes=self.config.result_max_bytes,
+        )
+
+    def _kill_soon(self, run: _Run, reason: str) -> None:
+        if run.kill_reason is None:
+            run.kill_reason = reason
+            self._spawn(self.executor.kill(run.task_id))
+
+    async def _settle(self, run: _Run, task: Task, outcome: Outcome | None) -> None:
+        """Record how an attempt ended: completed, failed, retried or cancelled."""
+        await self._flush_progress()
+        now = time.time()
+        reason = run.kill_reason
+        if reason == "stop":
+            return  # stop() settles these as a restart would
+        if reason == "cancel" and not (outcome is not None and outcome.ok):
+            final = await self.store.transition(
+                task.task_id,
+                TaskStatus.RUNNING,
+                TaskStatus.CANCELLED,
+                {"finished_at": now, "message": "cancelled"},
+            )
+        elif outcome is not None and outcome.ok:
+            final = await self._complete(task, outcome, now)
+        else:
+            error = self._error_of(task, outcome, reason)
+            final = await self._fail(task, error, now)
+        await asyncio.to_thread(self._trim_log, task.task_id)
+        if final is not None:
+            self._publish(final)
+
+    def _error_of(self, task: Task, outcome: Outcome | None, reason: str | None) -> TaskError:
+        if reason == "timeout":
+            limit = task.timeout_seconds or self.config.default_timeout_seconds
+            return TaskError(type=TASK_TIMEOUT, message=f"the task ran longer than {limit} s")
+        if outcome is not None and outcome.error is not None:
+            return outcome.error
+        return TaskError(type="TaskKilled", message="the task was stopped")
+
+    async def _complete(self, task: Task, outcome: Outcome, now: float) -> Task | None:
+        result = StoredResult(
+            preview=outcome.preview or {"type": "NoneType", "repr": "None", "value": None},
+            size=outcome.result_size,
+            inline=outcome.result_inline,
+            path=outcome.result_file,
+        )
+        return await self.store.transition(
+            task.task_id,
+            TaskStatus.RUNNING,
+            TaskStatus.COMPLETED,
+            {"finished_at": now, "progress": 1.0},
+            result=result,
+        )
+
+    async def _fail(self, task: Task, error: TaskError, now: float) -> Task | None:
+        if task.attempt <= task.max_retries:
+            delay = min(300.0, self.config.retry_backoff_seconds * 2 ** (task.attempt - 1))
+            retried = await self.store.transition(
+                task.task_id,
+                TaskStatus.RUNNING,
+                TaskStatus.CREATED,
+                {
+                    "error": error.model_dump(),
+                    "message": f"retrying after {error.type} (attempt {task.attempt + 1}"
+                    f" of {task.max_retries + 1})",
+                    "not_before": now + delay,
+                },
+            )
+            if retried is not None:
+                asyncio.get_running_loop().call_later(
+                    delay, self._enqueue, task.task_id, task.priority
+                )
+            return retried
+        return await self.store.transition(
+            task.task_id,
+            TaskStatus.RUNNING,
+            TaskStatus.FAILED,
+            {"finished_at": now, "error": error.model_dump()},
+        )
+
+    def _trim_log(self, task_id: str) -> None:
+        """Keep the tail of a finished task's log within ``log_max_bytes``."""
+        path = self.store.log_path(task_id)
+        cap = self.config.log_max_bytes
+        try:
+            size = os.path.getsize(path)
+            if size <= cap:
+                return
+            with open(path, "r+b") as fh:
+                fh.seek(size - cap)
+                tail = fh.read(cap)
+                fh.seek(0)
+                fh.write(tail)
+                fh.truncate(len(tail))
+        except FileNotFoundError:
+            return
+
+    # -- progress ------------------------------------------------------------------------
+
+    def _on_progress(self, run: _Run, progress: float | None, message: str | None) -> None:
+        if run.task_json is None or run.task_json.get("status") != TaskStatus.RUNNING.value:
+            return
+        run.task_json = {**run.task_json, "progress": progress, "message": message}
+        run.progress_dirty = True
+        self.events.publish("progress", run.task_json)
+
+    async def _flush_progress(self) -> None:
+        updates = []
+        for run in self._running.values():
+            if run.progress_dirty and run.task_json is not None:
+                run.progress_dirty = False
+                updates.append((run.task_id, run.task_json["progress"], run.task_json["message"]))
+        await self.store.save_progress(updates)
+
+    def _overlay(self, task: Task) -> Task:
+        """A running task's latest progress lives in memory until the next flush."""
+        run = self._running.get(task.task_id)
+        if run is None or run.task_json is None or task.status != TaskStatus.RUNNING:
+            return task
+        return task.model_copy(
+            update={"progress": run.task_json["progress"], "message": run.task_json["message"]}
+        )
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task:
+        task = await self.store.get(task_id)
+        if task is None:
+            raise TaskNotFound(task_id)
+        return self._overlay(task)
+
+    async def list(
+        self,
+        statuses: list[TaskStatus] | None = None,
+        task_type: str | None = None,
+        group: str | None = None,
+        tag: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[Task], str | None]:
+        """A page of tasks, newest first, and the cursor of the next page (or None)."""
+        tasks, nxt = await self.store.page(statuses, task_type, group, tag, limit, cursor)
+        return [self._overlay(t) for t in tasks], nxt
+
+    async def snapshot(
+        self, task_ids: builtins.list[str] | None = None, group: str | None = None
+    ) -> builtins.list[Task]:
+        """Unfinished tasks (filtered like a subscription) for an event stream's first message."""
+        return [self._overlay(t) for t in await self.store.unfinished(task_ids, group)]
+
+    def subscribe(
+        self,
+        task_ids: builtins.list[str] | None = None,
+        group: str | None = None,
+        max_pending: int = 10_000,
+    ) -> Subscription:
+        """Live events; subscribe before taking a snapshot so nothing falls in between."""
+        return self.events.subscribe(task_ids, group, max_pending)
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Wait until the task is finished; ``TimeoutError`` after ``timeout`` seconds."""
+        sub = self.subscribe([task_id])
+        try:
+            task = await self.get(task_id)
+            if task.status.finished:
+                return task
+
+            async def until_finished() -> Task:
+                async for event in sub:
+                    if event["event"] == "deleted":
+                        raise TaskNotFound(task_id)
+                    if TaskStatus(event["status"]).finished:
+                        return Task.model_validate(event["task"])
+                return await self.get(task_id)
+
+            return await asyncio.wait_for(until_finished(), timeout)
+        finally:
+            sub.close()
+
+    async def result(self, task_id: str) -> ResultInfo:
+        """The stored result of a completed task; ``NoResult`` otherwise."""
+        task = await self.get(task_id)
+        if task.status != TaskStatus.COMPLETED:
+            raise NoResult(f"task {task_id} is {task.status.value}; it has no result")
+        stored = await self.store.get_result(task_id)
+        if stored is None:
+            raise NoResult(f"task {task_id} has no stored result")
+        return ResultInfo(stored.preview, stored.size, stored.inline, stored.path)
+
+    async def result_chunks(self, task_id: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The pickled result, read off the loop in chunks (for streaming responses)."""
+        info = await self.result(task_id)
+        if info.inline is not None or info.path is None:
+            yield info.inline or b""
+            return
+        fh = await asyncio.to_thread(open, info.path, "rb")
+        try:
+            while chunk := await asyncio.to_thread(fh.read, chunk_size):
+                yield chunk
+        finally:
+            fh.close()
+
+    async def logs(
+        self, task_id: str, offset: int = 0, max_bytes: int = 1 << 20
+    ) -> tuple[bytes, int]:
+        """Log bytes from ``offset`` (at most ``max_bytes``) and the offset to ask for next."""
+        if offset < 0:
+            raise InvalidParameters("must be >= 0", field="offset")
+        await self.get(task_id)
+
+        def read() -> bytes:
+            try:
+                with open(self.store.log_path(task_id), "rb") as fh:
+                    fh.seek(offset)
+                    return fh.read(max_bytes)
+            except FileNotFoundError:
+                return b""
+
+        data = await asyncio.to_thread(read)
+        return data, offset + len(data)
+
+    def open_blob(self) -> BlobWriter:
+        """A writer for an uploaded blob (``callable`` payloads too big for a JSON body)."""
+        return BlobWriter(self.store.blob_dir)
+
+    def types(self) -> builtins.list[dict[str, Any]]:
+        """The task types this server allows, with their parameter schemas."""
+        out = []
+        for name in self.registry.names():
+            task_type = self.registry.get(name)
+            out.append(
+                {
+                    "name": name,
+                    "description": task_type.description,
+                    "parameters_schema": task_type.parameters_schema(),
+                }
+            )
+        return out
+
+    def health(self) -> dict[str, Any]:
+        """``healthy`` is false only when tasks cannot run at all."""
+        executor = self.executor.health()
+        healthy = self._started and not self._stopping and executor.healthy
+        return {
+            "healthy": healthy,
+            "accepting": healthy and len(self._queued) < self.config.max_queue_size,
+            "queued": len(self._queued),
+            "running": len(self._running),
+            "workers": executor.workers,
+        }
+
+    # -- cancel and delete -------------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a queued or running task; ``InvalidTransition`` once it has finished."""
+        run = self._running.get(task_id)
+        if run is not None:
+            if run.kill_reason is None:
+                run.kill_reason = "cancel"
+                await self.executor.kill(task_id)
+            await asyncio.shield(run.done)
+            task = await self.get(task_id)
+            if task.status != TaskStatus.CANCELLED:
+                raise InvalidTransition(f"task {task_id} finished ({task.status.value}) first")
+            return task
+        cancelled = await self.store.transition(
+            task_id,
+            TaskStatus.CREATED,
+            TaskStatus.CANCELLED,
+            {"finished_at": time.time(), "message": "cancelled"},
+        )
+        if cancelled is None:
+            current = await self.get(task_id)
+            if current.status == TaskStatus.RUNNING:
+                raise InvalidTransition(f"task {task_id} is running on another server")
+            raise InvalidTransition(f"task {task_id} is already {current.status.value}")
+        self._queued.pop(task_id, None)
+        self._publish(cancelled)
+        return cancelled
+
+    async def delete(self, task_id: str) -> None:
+        """Forget a finished task, its result, log and blob."""
+        task = await self.get(task_id)
+        if task.status not in FINISHED:
+            raise InvalidTransition(f"task {task_id} is {task.status.value}; cancel it first")
+        files = await self.store.delete(task_id)
+        if files is None:
+            raise InvalidTransition(f"task {task_id} changed while it was being deleted")
+        await asyncio.to_thread(remove_files, files)
+        self.events.publish("deleted", {**task.to_json(), "status": "deleted"})
+
+    # -- events, leases, housekeeping --------------------------------------------------------
+
+    def _publish(self, task: Task) -> None:
+        run = self._running.get(task.task_id)
+        data = task.to_json()
+        if run is not None:
+            run.task_json = data
+        self.events.publish("transition", data)
+
+    async def _adopt(self, initial: bool = False) -> None:
+        """Take over tasks of owners that are gone; queue the created tasks we now own."""
+        now = time.time()
+        dead = [
+            o.owner_id
+            for o in await self.store.owners()
+            if o.owner_id != self.owner.owner_id and self._is_dead(o, now)
+        ]
+        for task in await self.store.adopt(self.owner.owner_id, dead, now):
+            self._publish(task)
+        rows = sorted(await self.store.queued(self.owner.owner_id), key=lambda r: r.seq)
+        for row in rows:
+            if row.task_id in self._queued or row.task_id in self._running:
+                continue
+            delay = row.not_before - now
+            if delay > 0 and not initial:
+                continue  # a retry already scheduled by us
+            if delay > 0:
+                asyncio.get_running_loop().call_later(
+                    delay, self._enqueue, row.task_id, row.priority
+                )
+            else:
+                self._enqueue(row.task_id, row.priority)
+
+    def _is_dead(self, owner: Owner, now: float) -> bool:
+        if owner.host == self.owner.host:
+            started = _process_started(owner.pid)
+            if started is None or abs(started - owner.started) > 1.0:
+                return True
+        return owner.heartbeat < now - self.config.lease_seconds
+
+    async def _lease_loop(self) -> None:
+        interval = max(0.5, self.config.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.store.heartbeat(self.owner.owner_id, time.time())
+                await self._adopt()
+            except Exception:
+                log.exception("jupyter-tasks: lease renewal failed")
+
+    async def _housekeeping_loop(self) -> None:
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(self.config.progress_flush_seconds)
+            try:
+                await self._flush_progress()
+                if time.monotonic() - last_purge > min(3600.0, self.config.retention_seconds / 10):
+                    last_purge = time.monotonic()
+                    await self._purge()
+            except Exception:
+                log.exception("jupyter-tasks: housekeeping failed")
+
+    async def _purge(self) -> None:
+        while True:
+            ids, files = await self.store.purge(time.time() - self.config.retention_seconds)
+            await asyncio.to_thread(remove_files, files)
+            for task_id in ids:
+                self.events.publish("deleted", {"task_id": task_id, "status": "deleted"})
+            if len(ids) < 1000:
+                return
+
+
+def default_interpreter() -> str:
+    """The server's own Python, which runs every task type but ``callable`` by default."""
+    return sys.executable
+
+
+@contextlib.asynccontextmanager
+async def running(config: EngineConfig, **kwargs: Any) -> AsyncIterator[Orchestrator]:
+    """``async with running(config) as orch:`` starts and always stops an orchestrator."""
+    orch = Orchestrator(config, **kwargs)
+    await orch.start()
+    try:
+        yield orch
+    finally:
+        await orch.stop()

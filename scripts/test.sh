@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install the test dependencies and run the whole suite: lint, types, tests (browser tests too).
+# Usage: bash scripts/test.sh [pytest args...]
+# JUPYTER_TASKS_FULL=1 turns on the full-size soak and chaos runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# jlpm (the lab extension build) does not read .npmrc: point it at npm's registry.
+if command -v npm >/dev/null 2>&1 && [ -z "${YARN_NPM_REGISTRY_SERVER:-}" ]; then
+    YARN_NPM_REGISTRY_SERVER="$(npm config get registry)"
+    export YARN_NPM_REGISTRY_SERVER
+fi
+
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet -e ".[test,lab]"
+
+# Browser tests drive Debian's Chromium (test tools may not download browsers here).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+python -m ruff check .
+python -m ruff format --check .
+python -m mypy
+python -m pytest "$@"

@@ -1,0 +1,400 @@
+"""The orchestrator end to end: real worker processes, a real SQLite file, no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from jupyter_tasks.errors import InvalidTransition, NoResult, QueueFull, TaskNotFound
+from jupyter_tasks.models import Task, TaskRequest, TaskStatus
+from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
+
+HANG = 120.0  # bounds that only catch hangs
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(Path(__file__).with_name("taskmods_src.py"), root / "taskmods.py")
+    return root
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, root: Path) -> Callable[..., EngineConfig]:
+    def make(**kw: Any) -> EngineConfig:
+        base: dict[str, Any] = {
+            "db_path": str(tmp_path / "db" / "tasks.db"),
+            "root_dir": str(root),
+            "max_workers": 2,
+            "kill_grace_seconds": 1.0,
+            "retry_backoff_seconds": 0.05,
+        }
+        base.update(kw)
+        return EngineConfig(**base)
+
+    return make
+
+
+@pytest.fixture
+def orch(
+    make_config: Callable[..., EngineConfig], jp_asyncio_loop: asyncio.AbstractEventLoop
+) -> Iterator[Orchestrator]:
+    o = Orchestrator(make_config())
+    jp_asyncio_loop.run_until_complete(o.start())
+    yield o
+    jp_asyncio_loop.run_until_complete(o.stop())
+
+
+def py(func: str, *args: Any, **kw: Any) -> TaskRequest:
+    """A ``python`` task calling ``taskmods.<func>``."""
+    options = {k: kw.pop(k) for k in ("priority", "timeout_seconds", "max_retries") if k in kw}
+    return TaskRequest(
+        task_type="python",
+        description=func,
+        parameters={"callable": f"taskmods:{func}", "args": list(args), "kwargs": kw},
+        **options,
+    )
+
+
+async def wait_path(path: Path) -> str:
+    """Wait (bounded) until a task has written ``path``."""
+    deadline = time.monotonic() + HANG
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        await asyncio.sleep(0.01)
+    return path.read_text()
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_python_task_completes_with_result(orch: Orchestrator) -> None:
+    task = await orch.submit(py("add", 2, 3))
+    assert task.status == TaskStatus.CREATED and len(task.task_id) == 32
+    done = await orch.wait(task.task_id, HANG)
+    assert done.status == TaskStatus.COMPLETED and done.attempt == 1
+    assert done.started_at is not None and done.finished_at is not None
+    info = await orch.result(task.task_id)
+    assert info.preview == {"type": "int", "repr": "5", "value": 5}
+    payload = b"".join([c async for c in orch.result_chunks(task.task_id)])
+    assert pickle.loads(payload) == 5
+
+
+async def test_unknown_ids_and_missing_results(orch: Orchestrator) -> None:
+    with pytest.raises(TaskNotFound):
+        await orch.get("0" * 32)
+    failed = await orch.wait((await orch.submit(py("boom"))).task_id, HANG)
+    assert failed.status == TaskStatus.FAILED
+    assert failed.error is not None and failed.error.type == "ValueError"
+    assert "boom" in failed.error.message and "Traceback" in (failed.error.traceback or "")
+    with pytest.raises(NoResult):
+        await orch.result(failed.task_id)
+    with pytest.raises(InvalidTransition):
+        await orch.cancel(failed.task_id)
+
+
+async def test_priority_order_with_one_worker(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    orch = Orchestrator(make_config(max_workers=1))
+    await orch.start()
+    try:
+        gate, order = tmp_path / "gate", tmp_path / "order"
+        blocker = await orch.submit(py("wait_for", str(gate)))
+        names = [("low", 1), ("mid-a", 5), ("high", 10), ("mid-b", 5), ("low-b", 1)]
+        tasks = [await orch.submit(py("record", str(order), n, priority=p)) for n, p in names]
+        gate.write_text("go")
+        for task in [blocker, *tasks]:
+            assert (await orch.wait(task.task_id, HANG)).status == TaskStatus.COMPLETED
+        assert order.read_text().split() == ["high", "mid-a", "mid-b", "low", "low-b"]
+    finally:
+        await orch.stop()
+
+
+async def test_cancel_queued_and_running(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    orch = Orchestrator(make_config(max_workers=1))
+    await orch.start()
+    try:
+        pidfile = tmp_path / "pids"
+        running = await orch.submit(py("sleeper_with_child", str(pidfile)))
+        queued = await orch.submit(py("add", 1, 1))
+        pids = [int(p) for p in (await wait_path(pidfile)).split()]
+
+        cancelled = await orch.cancel(queued.task_id)
+        assert cancelled.status == TaskStatus.CANCELLED
+
+        cancelled = await orch.cancel(running.task_id)
+        assert cancelled.status == TaskStatus.CANCELLED
+        assert all(gone(p) for p in pids), "the task's process tree outlived the cancel"
+        with pytest.raises(InvalidTransition):
+            await orch.cancel(running.task_id)
+        # The pool recovers.
+        again = await orch.wait((await orch.submit(py("add", 2, 2))).task_id, HANG)
+        assert again.status == TaskStatus.COMPLETED
+    finally:
+        await orch.stop()
+
+
+@pytest.mark.parametrize("ignore_term", [False, True], ids=["plain", "ignores-sigterm"])
+async def test_timeout_kills_the_whole_tree(
+    orch: Orchestrator, tmp_path: Path, ignore_term: bool
+) -> None:
+    pidfile = tmp_path / "pids"
+    task = await orch.submit(
+        py("sleeper_with_child", str(pidfile), ignore_term=ignore_term, timeout_seconds=2)
+    )
+    pids = [int(p) for p in (await wait_path(pidfile)).split()]
+    done = await orch.wait(task.task_id, HANG)
+    assert done.status == TaskStatus.FAILED
+    assert done.error is not None and done.error.type == "TaskTimeout"
+    assert all(gone(p) for p in pids), "processes outlived the timeout"
+
+
+@pytest.mark.parametrize(
+    ("request_", "error_type", "words"),
+    [
+        (py("exit_hard", 3), "WorkerCrashed", "3"),
+        (py("segfault"), "WorkerCrashed", "SIGSEGV"),
+        (py("hog"), "MemoryLimitExceeded", "limit"),
+        (py("big_result", 2_000_000), "ResultTooLarge", "bytes"),
+    ],
+    ids=["os-exit", "segfault", "memory-hog", "result-too-large"],
+)
+async def test_faults_fail_only_their_task(
+    make_config: Callable[..., EngineConfig],
+    request_: TaskRequest,
+    error_type: str,
+    words: str,
+) -> None:
+    config = make_config(worker_memory_limit=400 << 20, result_max_bytes=1_000_000)
+    orch = Orchestrator(config)
+    await orch.start()
+    try:
+        bad = await orch.submit(request_)
+        good = await orch.submit(py("add", 20, 22))
+        done = await orch.wait(bad.task_id, HANG)
+        assert done.status == TaskStatus.FAILED
+        assert done.error is not None and done.error.type == error_type, done.error
+        assert words in done.error.message
+        after = await orch.wait(good.task_id, HANG)
+        assert after.status == TaskStatus.COMPLETED
+        nxt = await orch.wait((await orch.submit(py("add", 1, 2))).task_id, HANG)
+        assert (await orch.result(nxt.task_id)).preview["value"] == 3
+        assert orch.health()["healthy"] is True
+    finally:
+        await orch.stop()
+
+
+async def test_retries_count_attempts(orch: Orchestrator, tmp_path: Path) -> None:
+    counter = tmp_path / "counter"
+    task = await orch.submit(py("fail_until", str(counter), 2, max_retries=2))
+    done = await orch.wait(task.task_id, HANG)
+    assert done.status == TaskStatus.COMPLETED and done.attempt == 3
+    assert (await orch.result(task.task_id)).preview["value"] == 3
+
+    counter2 = tmp_path / "counter2"
+    task = await orch.submit(py("fail_until", str(counter2), 5, max_retries=1))
+    done = await orch.wait(task.task_id, HANG)
+    assert done.status == TaskStatus.FAILED and done.attempt == 2
+    assert done.error is not None and done.error.type == "ValueError"
+
+
+async def test_progress_and_logs_reach_subscribers(orch: Orchestrator, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    sub = orch.subscribe()
+    task = await orch.submit(py("progress_steps", 5, str(gate)))
+    seen: list[dict[str, Any]] = []
+
+    async def watch() -> None:
+        async for event in sub:
+            if event["task_id"] != task.task_id:
+                continue
+            seen.append(event)
+            if event["event"] == "progress" and event["progress"] == 1.0:
+                gate.write_text("go")
+            if event["status"] == "completed":
+                return
+
+    await asyncio.wait_for(watch(), HANG)
+    sub.close()
+    seqs = [e["seq"] for e in seen]
+    assert seqs == sorted(seqs)
+    statuses = [e["status"] for e in seen if e["event"] == "transition"]
+    assert statuses == ["created", "running", "completed"]
+    progress = [e for e in seen if e["event"] == "progress"]
+    assert progress and progress[-1]["message"] == "step 5/5"
+    logs, offset = await orch.logs(task.task_id)
+    assert b"starting" in logs and b"finished" in logs and offset == len(logs)
+    more, offset2 = await orch.logs(task.task_id, offset)
+    assert more == b"" and offset2 == offset
+
+
+async def test_a_subscriber_that_falls_behind_is_dropped(orch: Orchestrator) -> None:
+    sub = orch.subscribe(max_pending=5)
+    for _ in range(10):
+        await orch.submit(py("add", 1, 1))
+    assert sub.dropped
+    assert [e async for e in sub] == []
+
+
+async def test_queue_full(make_config: Callable[..., EngineConfig], tmp_path: Path) -> None:
+    orch = Orchestrator(make_config(max_workers=1, max_queue_size=2))
+    await orch.start()
+    try:
+        gate = tmp_path / "gate"
+        await orch.submit(py("wait_for", str(gate)))
+        running = time.monotonic() + HANG
+        while orch.health()["running"] != 1:
+            assert time.monotonic() < running
+            await asyncio.sleep(0.01)
+        await orch.submit(py("add", 1, 1))
+        await orch.submit(py("add", 1, 1))
+        with pytest.raises(QueueFull) as info:
+            await orch.submit(py("add", 1, 1))
+        assert info.value.retry_after >= 1
+        health = orch.health()
+        assert health["healthy"] and not health["accepting"] and health["queued"] == 2
+        gate.write_text("go")
+    finally:
+        await orch.stop()
+
+
+async def test_changed_module_is_picked_up(orch: Orchestrator, root: Path) -> None:
+    module = root / "changing.py"
+    module.write_text("def value():\n    return 1\n")
+    req = TaskRequest(
+        task_type="python", description="v", parameters={"callable": "changing:value"}
+    )
+    for _ in range(3):  # warm every worker with the old code
+        task = await orch.wait((await orch.submit(req)).task_id, HANG)
+        assert (await orch.result(task.task_id)).preview["value"] == 1
+    module.write_text("def value():\n    return 2\n")
+    stamp = time.time() + 5
+    os.utime(module, (stamp, stamp))
+    for _ in range(3):
+        task = await orch.wait((await orch.submit(req)).task_id, HANG)
+        assert (await orch.result(task.task_id)).preview["value"] == 2
+
+
+async def test_delete_and_rerun(orch: Orchestrator) -> None:
+    task = await orch.wait((await orch.submit(py("add", 1, 1))).task_id, HANG)
+    again = await orch.rerun(task.task_id)
+    assert again.task_id != task.task_id and again.parameters == task.parameters
+    await orch.wait(again.task_id, HANG)
+    await orch.delete(task.task_id)
+    with pytest.raises(TaskNotFound):
+        await orch.get(task.task_id)
+
+
+RUNNER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from jupyter_tasks.models import TaskRequest
+    from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
+
+    async def main():
+        db, root = sys.argv[1], sys.argv[2]
+        orch = Orchestrator(EngineConfig(db_path=db, root_dir=root, max_workers=2))
+        await orch.start()
+        def req(func, *args, retries=0):
+            return TaskRequest(task_type="python", description=func, max_retries=retries,
+                parameters={"callable": "taskmods:" + func, "args": list(args)})
+        ids = []
+        for retries in (0, 1):
+            t = await orch.submit(req("wait_for", root + "/never", retries=retries))
+            ids.append(t.task_id)
+        for i in range(5):
+            ids.append((await orch.submit(req("add", i, i))).task_id)
+        while orch.health()["running"] < 2:
+            await asyncio.sleep(0.01)
+        print(" ".join(ids), flush=True)
+        await asyncio.sleep(600)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_recovery_after_the_owner_is_killed(
+    make_config: Callable[..., EngineConfig], root: Path
+) -> None:
+    config = make_config()
+    Path(config.db_path).parent.mkdir(parents=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, config.db_path, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), HANG)
+        ids = line.split()
+        assert len(ids) == 7
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    orch = Orchestrator(config)
+    await orch.start()
+    try:
+        no_retry, with_retry, *quick = ids
+        restarted = await orch.get(no_retry)
+        assert restarted.status == TaskStatus.FAILED
+        assert restarted.error is not None and restarted.error.type == "ServerRestart"
+        (root / "never").write_text("now")
+        retried = await orch.wait(with_retry, HANG)
+        assert retried.status == TaskStatus.COMPLETED and retried.attempt == 2
+        for task_id in quick:
+            assert (await orch.wait(task_id, HANG)).status == TaskStatus.COMPLETED
+        page, _ = await orch.list(statuses=[TaskStatus.RUNNING, TaskStatus.CREATED])
+        assert page == []
+        check = await orch.store.run_sync(
+            lambda db: db.execute("PRAGMA integrity_check").fetchone()
+        )
+        assert check[0] == "ok"
+    finally:
+        await orch.stop()
+
+
+async def test_two_orchestrators_never_double_run(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    config = make_config(max_workers=1)
+    first, second = Orchestrator(config), Orchestrator(config)
+    await first.start()
+    await second.start()
+    try:
+        runs = tmp_path / "runs"
+        tasks: list[Task] = []
+        for i in range(10):
+            owner = first if i % 2 else second
+            tasks.append(await owner.submit(py("record", str(runs), f"t{i}")))
+        # Each sees the other's lease as alive and leaves its tasks alone.
+        await first._adopt()
+        await second._adopt()
+        for i, task in enumerate(tasks):
+            owner = first if i % 2 else second
+            assert (await owner.wait(task.task_id, HANG)).status == TaskStatus.COMPLETED
+        lines = runs.read_text().split()
+        assert sorted(lines) == sorted(f"t{i}" for i in range(10))
+    finally:
+        await second.stop()
+        await first.stop()

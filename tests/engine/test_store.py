@@ -1,0 +1,196 @@
+"""The SQLite store on a real file: schema, compare-and-set transitions, paging, cleanup."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from jupyter_tasks.errors import InvalidParameters, InvalidTransition, StoreUnavailable
+from jupyter_tasks.models import ALLOWED_TRANSITIONS, TaskRequest, TaskStatus, new_task_id
+from jupyter_tasks.store import SCHEMA_VERSION, Store, StoredResult
+
+OWNER = "o" * 32
+
+
+def request(**kw: object) -> TaskRequest:
+    base: dict[str, object] = {"task_type": "python", "description": "t"}
+    base.update(kw)
+    return TaskRequest.model_validate(base)
+
+
+async def open_store(path: Path, **kw: str) -> Store:
+    store = Store(path / "tasks.db", **kw)
+    await store.open()
+    return store
+
+
+async def insert(store: Store, n: int = 1, **kw: object) -> list[str]:
+    ids = [new_task_id() for _ in range(n)]
+    await store.insert([(i, request(**kw)) for i in ids], OWNER, None, time.time())
+    return ids
+
+
+async def test_schema_is_versioned_and_survives_reopen(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    (task_id,) = await insert(store)
+    await store.close()
+
+    store = await open_store(tmp_path)
+    task = await store.get(task_id)
+    assert task is not None and task.status == TaskStatus.CREATED
+    version = await store.run_sync(
+        lambda db: db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    )
+    assert int(version) == SCHEMA_VERSION
+    mode = await store.run_sync(lambda db: db.execute("PRAGMA journal_mode").fetchone()[0])
+    assert mode == "wal"
+    await store.close()
+
+
+async def test_a_newer_schema_is_refused_not_damaged(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    await store.close()
+    db = sqlite3.connect(tmp_path / "tasks.db")
+    db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreUnavailable, match="newer"):
+        await open_store(tmp_path)
+
+
+async def test_synchronous_full_is_applied(tmp_path: Path) -> None:
+    store = await open_store(tmp_path, synchronous="FULL")
+    level = await store.run_sync(lambda db: db.execute("PRAGMA synchronous").fetchone()[0])
+    assert level == 2  # FULL
+    await store.close()
+    with pytest.raises(ValueError, match="sqlite_synchronous"):
+        Store(tmp_path / "x.db", synchronous="SOMETIMES")
+
+
+@pytest.mark.parametrize("expected", list(TaskStatus))
+@pytest.mark.parametrize("new", list(TaskStatus))
+async def test_every_transition_is_allowed_or_refused(
+    tmp_path: Path, expected: TaskStatus, new: TaskStatus
+) -> None:
+    store = await open_store(tmp_path)
+    (task_id,) = await insert(store)
+    # Walk the task to ``expected`` through allowed steps.
+    path = {
+        TaskStatus.CREATED: [],
+        TaskStatus.RUNNING: [TaskStatus.RUNNING],
+        TaskStatus.COMPLETED: [TaskStatus.RUNNING, TaskStatus.COMPLETED],
+        TaskStatus.FAILED: [TaskStatus.RUNNING, TaskStatus.FAILED],
+        TaskStatus.CANCELLED: [TaskStatus.CANCELLED],
+    }[expected]
+    current = TaskStatus.CREATED
+    for step in path:
+        assert await store.transition(task_id, current, step) is not None
+        current = step
+    if new in ALLOWED_TRANSITIONS[expected]:
+        task = await store.transition(task_id, expected, new)
+        assert task is not None and task.status == new
+        # Compare-and-set: the same transition a second time does not happen.
+        if new != expected:
+            assert await store.transition(task_id, expected, new) is None
+    else:
+        with pytest.raises(InvalidTransition):
+            await store.transition(task_id, expected, new)
+        task = await store.get(task_id)
+        assert task is not None and task.status == expected
+    await store.close()
+
+
+async def test_paging_newest_first_with_filters(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    ids = await insert(store, 25, tags=["sweep"])
+    other = await insert(store, 5, task_type="shell")
+    page, cursor = await store.page(limit=10)
+    assert [t.task_id for t in page] == list(reversed(other)) + list(reversed(ids))[:5]
+    seen = [t.task_id for t in page]
+    while cursor is not None:
+        page, cursor = await store.page(limit=10, cursor=cursor)
+        seen += [t.task_id for t in page]
+    assert sorted(seen) == sorted(ids + other) and len(seen) == 30
+
+    tagged, _ = await store.page(tag="sweep", limit=100)
+    assert {t.task_id for t in tagged} == set(ids)
+    shells, _ = await store.page(task_type="shell", limit=100)
+    assert {t.task_id for t in shells} == set(other)
+    await store.transition(ids[0], TaskStatus.CREATED, TaskStatus.CANCELLED)
+    cancelled, nxt = await store.page(statuses=[TaskStatus.CANCELLED], limit=100)
+    assert [t.task_id for t in cancelled] == [ids[0]] and nxt is None
+    with pytest.raises(InvalidParameters, match="cursor"):
+        await store.page(cursor="abc")
+    await store.close()
+
+
+async def test_listing_uses_indexes(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+
+    def plan(sql: str, arg: str) -> str:
+        rows = store.db.execute("EXPLAIN QUERY PLAN " + sql, (arg,)).fetchall()
+        return " | ".join(r[-1] for r in rows)
+
+    by_status = await store.run_sync(
+        lambda db: plan("SELECT * FROM tasks WHERE status = ? ORDER BY seq DESC LIMIT 100", "x")
+    )
+    assert "tasks_status" in by_status and "TEMP B-TREE" not in by_status
+    by_group = await store.run_sync(
+        lambda db: plan("SELECT * FROM tasks WHERE group_id = ? ORDER BY seq DESC LIMIT 100", "g")
+    )
+    assert "tasks_group" in by_group and "TEMP B-TREE" not in by_group
+    await store.close()
+
+
+async def test_results_delete_and_purge_remove_files(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    a, b, c = await insert(store, 3)
+    for task_id in (a, b, c):
+        await store.transition(task_id, TaskStatus.CREATED, TaskStatus.RUNNING)
+    result_file = Path(store.result_path(a))
+    result_file.write_bytes(b"pickle")
+    Path(store.log_path(a)).write_text("log")
+    done = await store.transition(
+        a,
+        TaskStatus.RUNNING,
+        TaskStatus.COMPLETED,
+        {"finished_at": time.time() - 100},
+        result=StoredResult({"type": "int", "repr": "1", "value": 1}, 6, None, str(result_file)),
+    )
+    assert done is not None and done.finished_at is not None
+    stored = await store.get_result(a)
+    assert stored is not None and stored.preview["value"] == 1 and stored.path == str(result_file)
+
+    assert await store.delete(b) is None  # still running: refused
+    await store.transition(b, TaskStatus.RUNNING, TaskStatus.FAILED, {"finished_at": time.time()})
+    files = await store.delete(b)
+    assert files is not None and await store.get(b) is None
+
+    ids, files = await store.purge(time.time() - 10)
+    assert ids == [a]
+    assert str(result_file) in files and store.log_path(a) in files
+    assert await store.get(a) is None and await store.get_result(a) is None
+    assert await store.get(c) is not None
+    await store.close()
+
+
+async def test_adopting_a_dead_owner_settles_its_tasks(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    dead = "d" * 32
+    ids = [new_task_id() for _ in range(3)]
+    await store.insert([(ids[0], request()), (ids[1], request(max_retries=1))], dead, None, 0)
+    await store.insert([(ids[2], request())], dead, None, 0)
+    await store.transition(ids[0], TaskStatus.CREATED, TaskStatus.RUNNING, bump_attempt=True)
+    await store.transition(ids[1], TaskStatus.CREATED, TaskStatus.RUNNING, bump_attempt=True)
+
+    changed = await store.adopt(OWNER, [dead], time.time())
+    by_id = {t.task_id: t for t in changed}
+    assert by_id[ids[0]].status == TaskStatus.FAILED
+    assert by_id[ids[0]].error is not None and by_id[ids[0]].error.type == "ServerRestart"
+    assert by_id[ids[1]].status == TaskStatus.CREATED  # it had a retry left
+    queued = {r.task_id for r in await store.queued(OWNER)}
+    assert queued == {ids[1], ids[2]}
+    await store.close()
