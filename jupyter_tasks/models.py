@@ -124,8 +124,32 @@ class Task(TaskRequest):
         return format_time(value)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON-ready dict every route and event carries."""
-        return self.model_dump(mode="json")
+        """The JSON-ready dict every route and event carries (``model_dump(mode="json")``).
+
+        Built by hand because it runs several times per task on the hot path.
+        """
+        error = self.error
+        return {
+            "task_type": self.task_type,
+            "description": self.description,
+            "parameters": self.parameters,
+            "priority": self.priority,
+            "timeout_seconds": self.timeout_seconds,
+            "max_retries": self.max_retries,
+            "tags": list(self.tags),
+            "task_id": self.task_id,
+            "status": self.status.value,
+            "group": self.group,
+            "attempt": self.attempt,
+            "created_at": format_time(self.created_at),
+            "started_at": format_time(self.started_at),
+            "finished_at": format_time(self.finished_at),
+            "progress": self.progress,
+            "message": self.message,
+            "error": None
+            if error is None
+            else {"type": error.type, "message": error.message, "traceback": error.traceback},
+        }
 
 
 # The error types the engine raises itself (DESIGN section 3).

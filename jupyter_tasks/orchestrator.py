@@ -333,13 +333,13 @@ class Orchestrator:
                 TaskStatus.RUNNING,
                 TaskStatus.CANCELLED,
                 {"finished_at": now, "message": "cancelled"},
+                log_cap=self.config.log_max_bytes,
             )
         elif outcome is not None and outcome.ok:
             final = await self._complete(task, outcome, now)
         else:
             error = self._error_of(task, outcome, reason)
             final = await self._fail(task, error, now)
-        await asyncio.to_thread(self._trim_log, task.task_id)
         if final is not None:
             self._publish(final)
 
@@ -364,6 +364,7 @@ class Orchestrator:
             TaskStatus.COMPLETED,
             {"finished_at": now, "progress": 1.0},
             result=result,
+            log_cap=self.config.log_max_bytes,
         )
 
     async def _fail(self, task: Task, error: TaskError, now: float) -> Task | None:
@@ -379,6 +380,7 @@ class Orchestrator:
                     f" of {task.max_retries + 1})",
                     "not_before": now + delay,
                 },
+                log_cap=self.config.log_max_bytes,
             )
             if retried is not None:
                 asyncio.get_running_loop().call_later(
@@ -390,24 +392,8 @@ class Orchestrator:
             TaskStatus.RUNNING,
             TaskStatus.FAILED,
             {"finished_at": now, "error": error.model_dump()},
+            log_cap=self.config.log_max_bytes,
         )
-
-    def _trim_log(self, task_id: str) -> None:
-        """Keep the tail of a finished task's log within ``log_max_bytes``."""
-        path = self.store.log_path(task_id)
-        cap = self.config.log_max_bytes
-        try:
-            size = os.path.getsize(path)
-            if size <= cap:
-                return
-            with open(path, "r+b") as fh:
-                fh.seek(size - cap)
-                tail = fh.read(cap)
-                fh.seek(0)
-                fh.write(tail)
-                fh.truncate(len(tail))
-        except FileNotFoundError:
-            return
 
     # -- progress ------------------------------------------------------------------------
 

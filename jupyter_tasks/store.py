@@ -16,13 +16,14 @@ import asyncio
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .errors import InvalidParameters, InvalidTransition, StoreUnavailable
 from .models import ALLOWED_TRANSITIONS, FINISHED, Task, TaskError, TaskRequest, TaskStatus
@@ -123,6 +124,16 @@ class QueuedRow:
     not_before: float
 
 
+def _settle_futures(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
 def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, timezone.utc)
 
@@ -133,7 +144,8 @@ def _ts_required(value: float) -> datetime:
 
 def _row_to_task(row: sqlite3.Row) -> Task:
     error = json.loads(row["error"]) if row["error"] else None
-    return Task(
+    # Rows were validated on the way in; constructing without re-validation keeps reads cheap.
+    return Task.model_construct(
         task_id=row["task_id"],
         task_type=row["task_type"],
         description=row["description"],
@@ -150,7 +162,7 @@ def _row_to_task(row: sqlite3.Row) -> Task:
         finished_at=_ts(row["finished_at"]),
         progress=row["progress"],
         message=row["message"],
-        error=TaskError(**error) if error else None,
+        error=TaskError.model_construct(**error) if error else None,
     )
 
 
@@ -171,6 +183,9 @@ class Store:
         self.busy_timeout = busy_timeout
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="jupyter-tasks-store")
         self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -183,6 +198,55 @@ class Store:
         if self._db is None:
             raise StoreUnavailable("the task store is not open")
         return self._db
+
+    async def _commit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a transaction on the store's thread, grouped with concurrent writes.
+
+        Writes that arrive while one is in flight share the next transaction (one
+        commit, one thread hop); each runs in its own savepoint, so one that raises
+        rolls back alone.  A commit that fails fails every write in it.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            self._pending.append((fn, future))
+            schedule = not self._flush_scheduled
+            self._flush_scheduled = True
+        if schedule:
+            self._pool.submit(self._flush, loop)
+        return cast(T, await future)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._flush_scheduled = False
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            self._write(lambda db: self._run_batch(db, batch, outcomes))
+        except BaseException as exc:
+            outcomes = [(future, None, exc) for _, future in batch]
+        loop.call_soon_threadsafe(_settle_futures, outcomes)
+
+    @staticmethod
+    def _run_batch(
+        db: sqlite3.Connection,
+        batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+    ) -> None:
+        for fn, future in batch:
+            db.execute("SAVEPOINT op")
+            try:
+                out = fn(db)
+            except sqlite3.OperationalError as exc:
+                db.execute("ROLLBACK TO op")
+                err = StoreUnavailable(f"the task database cannot be written: {exc}")
+                outcomes.append((future, None, err))
+            except Exception as exc:
+                db.execute("ROLLBACK TO op")
+                outcomes.append((future, None, exc))
+            else:
+                outcomes.append((future, out, None))
+            db.execute("RELEASE op")
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one IMMEDIATE transaction; disk errors become ``StoreUnavailable``."""
@@ -265,20 +329,18 @@ class Store:
     # -- owners (leases) --------------------------------------------------------------------
 
     async def register_owner(self, owner: Owner) -> None:
-        await self._call(
-            self._write,
+        await self._commit(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO owners VALUES (?, ?, ?, ?, ?)",
                 (owner.owner_id, owner.host, owner.pid, owner.started, owner.heartbeat),
-            ),
+            )
         )
 
     async def heartbeat(self, owner_id: str, now: float) -> None:
-        await self._call(
-            self._write,
+        await self._commit(
             lambda db: db.execute(
                 "UPDATE owners SET heartbeat = ? WHERE owner_id = ?", (now, owner_id)
-            ),
+            )
         )
 
     async def owners(self) -> list[Owner]:
@@ -289,8 +351,8 @@ class Store:
         return await self._call(read)
 
     async def remove_owner(self, owner_id: str) -> None:
-        await self._call(
-            self._write, lambda db: db.execute("DELETE FROM owners WHERE owner_id = ?", (owner_id,))
+        await self._commit(
+            lambda db: db.execute("DELETE FROM owners WHERE owner_id = ?", (owner_id,))
         )
 
     async def adopt(self, owner_id: str, dead: Sequence[str], now: float) -> list[Task]:
@@ -323,7 +385,7 @@ class Store:
                 db.execute("DELETE FROM owners WHERE owner_id = ?", (old,))
             return self._fetch_many(db, changed)
 
-        return await self._call(self._write, adopt)
+        return await self._commit(adopt)
 
     @staticmethod
     def _recover_running(db: sqlite3.Connection, row: sqlite3.Row, now: float) -> None:
@@ -386,7 +448,7 @@ class Store:
                 )
             return self._fetch_many(db, [tid for tid, _ in requests])
 
-        return await self._call(self._write, insert)
+        return await self._commit(insert)
 
     @staticmethod
     def _fetch_many(db: sqlite3.Connection, task_ids: Sequence[str]) -> list[Task]:
@@ -418,10 +480,12 @@ class Store:
         fields: dict[str, Any] | None = None,
         result: StoredResult | None = None,
         bump_attempt: bool = False,
+        log_cap: int | None = None,
     ) -> Task | None:
         """Compare-and-set ``expected -> new`` plus ``fields``; None when the status differed.
 
-        ``bump_attempt`` counts a new run attempt in the same statement.  A transition
+        ``bump_attempt`` counts a new run attempt in the same statement; ``log_cap``
+        trims the task's log to its tail once the transition is made.  A transition
         the lifecycle does not allow raises ``InvalidTransition`` before touching the disk.
         """
         if new not in ALLOWED_TRANSITIONS[expected]:
@@ -452,9 +516,27 @@ class Store:
             row = db.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
             ).fetchone()
+            if log_cap is not None:
+                self._trim_log(task_id, log_cap)
             return _row_to_task(row)
 
-        return await self._call(self._write, transition)
+        return await self._commit(transition)
+
+    def _trim_log(self, task_id: str, cap: int) -> None:
+        """Keep the tail of a finished task's log within ``cap`` bytes."""
+        path = self.log_path(task_id)
+        try:
+            size = os.path.getsize(path)
+            if size <= cap:
+                return
+            with open(path, "r+b") as fh:
+                fh.seek(size - cap)
+                tail = fh.read(cap)
+                fh.seek(0)
+                fh.write(tail)
+                fh.truncate(len(tail))
+        except FileNotFoundError:
+            return
 
     async def save_progress(self, updates: Iterable[tuple[str, float | None, str | None]]) -> None:
         """Persist the latest progress of running tasks (batched by the caller)."""
@@ -468,7 +550,7 @@ class Store:
             )
 
         if batch:
-            await self._call(self._write, save)
+            await self._commit(save)
 
     async def queued(self, owner_id: str) -> list[QueuedRow]:
         """Our ``created`` tasks, for (re)building the in-memory queue."""
@@ -578,7 +660,7 @@ class Store:
                 return None
             return self._forget(db, [(task_id, row["seq"], row["blob_id"])])
 
-        return await self._call(self._write, delete)
+        return await self._commit(delete)
 
     def _forget(
         self, db: sqlite3.Connection, rows: Sequence[tuple[str, int, str | None]]
@@ -610,7 +692,7 @@ class Store:
             keys = [(r["task_id"], r["seq"], r["blob_id"]) for r in rows]
             return [k[0] for k in keys], self._forget(db, keys)
 
-        return await self._call(self._write, purge)
+        return await self._commit(purge)
 
     async def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the store's thread (read-only checks, tests, tools)."""

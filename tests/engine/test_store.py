@@ -194,3 +194,17 @@ async def test_adopting_a_dead_owner_settles_its_tasks(tmp_path: Path) -> None:
     queued = {r.task_id for r in await store.queued(OWNER)}
     assert queued == {ids[1], ids[2]}
     await store.close()
+
+
+async def test_task_json_matches_the_models_own_serialisation(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    (task_id,) = await insert(store, tags=["a"], parameters={"x": [1, {"y": None}]})
+    await store.transition(task_id, TaskStatus.CREATED, TaskStatus.RUNNING, {"started_at": 1.5})
+    error = {"type": "ValueError", "message": "m", "traceback": "tb"}
+    task = await store.transition(
+        task_id, TaskStatus.RUNNING, TaskStatus.FAILED, {"finished_at": 2.25, "error": error}
+    )
+    assert task is not None
+    assert task.to_json() == task.model_dump(mode="json")
+    assert task.to_json()["started_at"] == "1970-01-01T00:00:01.500000Z"
+    await store.close()
