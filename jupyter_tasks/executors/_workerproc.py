@@ -1,0 +1,262 @@
+"""One worker process as the server sees it: launch, JSON messages, and watching it end.
+
+The worker is a fresh interpreter (never a fork of the server) leading its own process
+group.  Messages are newline-delimited JSON read with asyncio streams; the worker's end
+is noticed by a thread waiting on the process, not by socket EOF alone, because a
+task's forked child may still hold the socket open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import psutil
+
+from ._proctree import describe_exit
+from .base import ProgressCallback, RunSpec
+
+log = logging.getLogger(__name__)
+
+WORKER_MODULE = "jupyter_tasks.worker"
+#: Longest JSON line accepted from a worker (inline results are far smaller).
+LINE_LIMIT = 64 << 20
+#: After the process ended, how long to keep reading what it wrote before it died.
+DRAIN_SECONDS = 0.5
+STDERR_TAIL = 2000
+
+
+class WorkerStartError(Exception):
+    """A worker could not be started: missing interpreter, failed import, no ``ready``."""
+
+
+class Job:
+    """One attempt of a task, from ``run()`` until its outcome; may visit several workers."""
+
+    def __init__(self, spec: RunSpec, on_progress: ProgressCallback) -> None:
+        self.spec = spec
+        self.on_progress = on_progress
+        self.reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.worker: WorkerProcess | None = None
+        self.waiter: asyncio.Future[WorkerProcess] | None = None
+        self.stop_reason: str | None = None  # "killed" or "memory"
+        self.memory_used = 0
+
+
+def _popen(
+    interpreter: str, env: dict[str, str], nice: int
+) -> tuple[subprocess.Popen[bytes], psutil.Process, socket.socket, IO[bytes]]:
+    server_end, worker_end = socket.socketpair()
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the WorkerProcess
+    command = [interpreter, "-W", "ignore::RuntimeWarning:runpy", "-m", WORKER_MODULE]
+    command += [str(worker_end.fileno()), "--nice", str(nice)]
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            close_fds=True,
+            pass_fds=(worker_end.fileno(),),
+            start_new_session=True,
+        )
+        try:
+            # Taken before anyone can reap the child: psutil then refuses a reused pid.
+            handle = psutil.Process(proc.pid)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    except BaseException:
+        server_end.close()
+        stderr.close()
+        raise
+    finally:
+        worker_end.close()
+    return proc, handle, server_end, stderr
+
+
+async def launch(
+    interpreter: str, env: dict[str, str], nice: int, on_gone: Callable[[WorkerProcess], None]
+) -> WorkerProcess:
+    """Start a worker process (off the loop); wait for ``ready`` with ``wait_ready``."""
+    try:
+        parts = await asyncio.to_thread(_popen, interpreter, env, nice)
+    except (OSError, psutil.Error) as exc:
+        raise WorkerStartError(f"cannot run {interpreter!r}: {exc}") from exc
+    return WorkerProcess(interpreter, *parts, on_gone=on_gone)
+
+
+class WorkerProcess:
+    """A running worker: its process, its socket, the job it runs, and how it ended."""
+
+    def __init__(
+        self,
+        interpreter: str,
+        proc: subprocess.Popen[bytes],
+        handle: psutil.Process,
+        sock: socket.socket,
+        stderr: IO[bytes],
+        *,
+        on_gone: Callable[[WorkerProcess], None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.interpreter = interpreter
+        self.pid = proc.pid
+        self.handle = handle
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self.job: Job | None = None
+        self.tasks_done = 0
+        self.idle_since = time.monotonic()
+        self.doomed = False  # being retired or killed: never hand it a task again
+        self.terminating: asyncio.Future[None] | None = None
+        self.protocol_error: str | None = None
+        self._proc = proc
+        self._sock = sock
+        self._stderr = stderr
+        self._on_gone = on_gone
+        self._writer: asyncio.StreamWriter | None = None
+        self.supervisor = loop.create_task(self._supervise())
+        name = f"jupyter-tasks-worker-{self.pid}"
+        threading.Thread(target=self._watch, args=(loop,), name=name, daemon=True).start()
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready.done() and not self.ready.cancelled() and self.ready.exception() is None
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait for the worker's ``ready``; a worker that does not answer in time is killed."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ready), timeout)
+        except asyncio.TimeoutError:
+            self.kill_now()
+            raise WorkerStartError(f"no answer from the worker within {timeout:g} s") from None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue one message; ``ConnectionError`` when the worker's socket is already closed."""
+        if self._writer is None or self._writer.is_closing():
+            raise ConnectionError("the worker's socket is closed")
+        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    def kill_now(self) -> None:
+        """SIGKILL the worker's group at once (protocol errors, start timeouts)."""
+        if self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Thread: wait for the exit, kill what is left of its group, reap, tell the loop."""
+        if hasattr(os, "waitid"):
+            # Wait without reaping, so the group id cannot be reused while we signal it.
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+            self._kill_group()
+            returncode = self._proc.wait()
+        else:
+            returncode = self._proc.wait()
+            self._kill_group()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            loop.call_soon_threadsafe(self._set_exited, returncode)
+
+    def _kill_group(self) -> None:
+        """SIGKILL what is left of the group of a worker that ended: nothing is orphaned."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def _set_exited(self, returncode: int) -> None:
+        if not self.exited.done():
+            self.exited.set_result(returncode)
+
+    async def _supervise(self) -> None:
+        """Owns the reader; when the process ends, settles whatever still waits on it."""
+        reading: asyncio.Task[None] | None = None
+        try:
+            reader, self._writer = await asyncio.open_connection(sock=self._sock, limit=LINE_LIMIT)
+            reading = asyncio.ensure_future(self._read(reader))
+            returncode = await self.exited
+            await asyncio.wait({reading}, timeout=DRAIN_SECONDS)
+            self._finish(returncode)
+        finally:
+            if reading is not None and not reading.done():
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
+            if self._writer is not None:
+                self._writer.close()
+            else:
+                self._sock.close()
+            self._stderr.close()
+            self._on_gone(self)
+
+    def _finish(self, returncode: int) -> None:
+        if not self.ready.done():
+            detail = self._stderr_tail()
+            message = f"{describe_exit(returncode)} before it was ready"
+            self.ready.set_exception(
+                WorkerStartError(f"{message}: {detail}" if detail else message)
+            )
+        job = self.job
+        if job is not None and not job.reply.done():
+            job.reply.set_result({"op": "exit", "returncode": returncode})
+
+    def _stderr_tail(self) -> str:
+        fd = self._stderr.fileno()
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, STDERR_TAIL, max(0, size - STDERR_TAIL))
+        return data.decode(errors="replace").strip()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await reader.readline()
+                if not line:
+                    return
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, ConnectionError) as exc:
+                log.error("worker %d broke the protocol (%s); killing it", self.pid, exc)
+                self.protocol_error = str(exc) or type(exc).__name__
+                self.kill_now()
+                return
+            self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        job = self.job
+        if op == "ready":
+            if not self.ready.done():
+                self.ready.set_result(None)
+        elif job is None or message.get("task_id") != job.spec.task_id:
+            return
+        elif op == "progress":
+            self._progress(job, message)
+        elif op in ("done", "stale") and not job.reply.done():
+            job.reply.set_result(message)
+
+    @staticmethod
+    def _progress(job: Job, message: dict[str, Any]) -> None:
+        fraction = message.get("progress")
+        text = message.get("message")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, type(None))):
+            return
+        if fraction is not None:
+            fraction = None if math.isnan(fraction) else min(1.0, max(0.0, float(fraction)))
+        try:
+            job.on_progress(fraction, text if isinstance(text, str) else None)
+        except Exception:
+            log.exception("progress callback failed for task %s", job.spec.task_id)

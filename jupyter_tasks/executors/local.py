@@ -1,0 +1,409 @@
+"""``LocalExecutor``: warm worker processes on this machine, one pool per Python interpreter.
+
+Workers are fresh interpreters leading their own process groups, so a kill reaches the
+task's children, and they speak JSON only, so the server never unpickles user data.
+Process work (spawning, signalling, ``/proc`` scans) runs in threads, off the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Coroutine
+from typing import Any
+
+from ..models import MEMORY_LIMIT_EXCEEDED, WORKER_CRASHED, TaskError
+from ._proctree import describe_exit, terminate_tree, trees_rss
+from ._workerproc import Job, WorkerProcess, WorkerStartError, launch
+from .base import Executor, ExecutorHealth, Outcome, ProgressCallback, RunSpec, TaskKilled
+
+log = logging.getLogger(__name__)
+
+#: Stripped from workers' environment; a trailing ``*`` matches a prefix.
+DEFAULT_ENV_REMOVE: tuple[str, ...] = (
+    "JUPYTER_TASKS_URL",
+    "JUPYTER_TASKS_TOKEN",
+    "JUPYTER_TOKEN",
+    "JUPYTERHUB_API_TOKEN",
+    "JPY_API_TOKEN",
+    "JUPYTER_TASKS_*",
+)
+HOUSEKEEPING_SECONDS = 0.25
+READY_TIMEOUT_SECONDS = 60.0
+#: Consecutive start failures of the default interpreter after which health turns false.
+MAX_START_FAILURES = 3
+
+
+def _failed(error_type: str, message: str) -> Outcome:
+    return Outcome(ok=False, error=TaskError(type=error_type, message=message))
+
+
+class LocalExecutor(Executor):
+    """Runs tasks in warm local worker processes; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        max_workers: int,
+        kill_grace_seconds: float = 2.0,
+        worker_memory_limit: int = 0,
+        max_tasks_per_worker: int = 0,
+        idle_seconds: float = 60.0,
+        env_remove: tuple[str, ...] = DEFAULT_ENV_REMOVE,
+        nice: int = 5,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.max_workers = max_workers
+        self.kill_grace_seconds = kill_grace_seconds
+        self.worker_memory_limit = worker_memory_limit
+        self.max_tasks_per_worker = max_tasks_per_worker
+        self.idle_seconds = idle_seconds
+        self.env_remove = tuple(env_remove)
+        self.nice = nice
+        self.default_interpreter = sys.executable
+        self._workers: set[WorkerProcess] = set()
+        self._idle: defaultdict[str, list[WorkerProcess]] = defaultdict(list)
+        self._waiters: defaultdict[str, deque[asyncio.Future[WorkerProcess]]] = defaultdict(deque)
+        self._starting: Counter[str] = Counter()
+        self._failures: Counter[str] = Counter()
+        self._last_failure = ""
+        self._retry_at = 0.0
+        self._jobs: dict[str, Job] = {}
+        self._background: set[asyncio.Future[None]] = set()
+        self._housekeeper: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin warming ``max_workers`` workers of the server's interpreter; returns at once."""
+        self._stopping = False
+        if self._housekeeper is None:
+            self._housekeeper = asyncio.create_task(self._housekeep())
+        self._replenish()
+
+    async def stop(self) -> None:
+        """Terminate every worker (SIGTERM, then SIGKILL after the grace) and wait for the end."""
+        self._stopping = True
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            await asyncio.gather(self._housekeeper, return_exceptions=True)
+            self._housekeeper = None
+        for job in self._jobs.values():
+            job.stop_reason = job.stop_reason or "killed"
+            if job.waiter is not None and not job.waiter.done():
+                job.waiter.set_exception(TaskKilled("the executor stopped"))
+        while self._workers or self._background:
+            pending = [self._terminate(worker) for worker in list(self._workers)]
+            await asyncio.gather(*pending, *list(self._background), return_exceptions=True)
+
+    def health(self) -> ExecutorHealth:
+        """Workers alive; unhealthy only when the server's interpreter keeps failing to start."""
+        workers = sum(1 for worker in self._workers if worker.is_ready and not worker.doomed)
+        if self._failures[self.default_interpreter] >= MAX_START_FAILURES:
+            detail = f"workers cannot be started: {self._last_failure}"
+            return ExecutorHealth(healthy=False, workers=workers, detail=detail)
+        return ExecutorHealth(healthy=True, workers=workers)
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the worker processes alive now, in every pool (for diagnostics)."""
+        return sorted(worker.pid for worker in self._workers)
+
+    # -- running and killing -------------------------------------------------------------
+
+    async def run(self, spec: RunSpec, on_progress: ProgressCallback) -> Outcome:
+        """Run one attempt in a worker of ``spec.interpreter``; see ``Executor.run``."""
+        if self._stopping:
+            raise TaskKilled("the executor is stopping")
+        job = Job(spec, on_progress)
+        self._jobs[spec.task_id] = job
+        try:
+            return await self._run_job(job)
+        except asyncio.CancelledError:
+            if job.worker is not None:
+                self._in_background(self._terminate(job.worker))
+            raise
+        finally:
+            if self._jobs.get(spec.task_id) is job:
+                del self._jobs[spec.task_id]
+
+    async def kill(self, task_id: str) -> None:
+        """SIGTERM the task's process tree, SIGKILL after the grace; return once all are gone."""
+        job = self._jobs.get(task_id)
+        if job is None:
+            return
+        job.stop_reason = job.stop_reason or "killed"
+        if job.waiter is not None and not job.waiter.done():
+            job.waiter.set_exception(TaskKilled(f"task {task_id} was killed"))
+        if job.worker is not None:
+            await self._terminate(job.worker)
+
+    async def _run_job(self, job: Job) -> Outcome:
+        # A worker that answers "stale" exits; the loop then takes another (at last a fresh) one.
+        for _ in range(self.max_workers + 2):
+            try:
+                worker = await self._acquire(job)
+            except WorkerStartError as exc:
+                message = f"could not start a worker for {job.spec.interpreter}: {exc}"
+                return _failed(WORKER_CRASHED, message)
+            if job.stop_reason is not None:
+                self._release(worker)
+                raise TaskKilled(f"task {job.spec.task_id} was killed")
+            reply = await self._exchange(worker, job)
+            outcome = self._conclude(job, worker, reply)
+            if outcome is not None:
+                return outcome
+        return _failed(WORKER_CRASHED, "every worker reported changed code; giving up")
+
+    async def _exchange(self, worker: WorkerProcess, job: Job) -> dict[str, Any]:
+        job.reply = asyncio.get_running_loop().create_future()
+        worker.job, job.worker = job, worker
+        self._trim_idle()
+        with contextlib.suppress(ConnectionError):  # it is dying; its exit settles the reply
+            worker.send({"op": "run", **_spec_fields(job.spec)})
+        reply = await asyncio.shield(job.reply)
+        if reply["op"] == "exit" and worker.terminating is not None:
+            await asyncio.shield(worker.terminating)  # the whole tree is gone before we answer
+        job.worker = None
+        if reply["op"] != "exit":
+            worker.job = None
+        return reply
+
+    def _conclude(self, job: Job, worker: WorkerProcess, reply: dict[str, Any]) -> Outcome | None:
+        """The outcome of one exchange, or None to try another worker (stale code)."""
+        if reply["op"] == "stale":
+            self._retire(worker)
+            return None
+        if reply["op"] == "done":
+            worker.tasks_done += 1
+            recycle = 0 < self.max_tasks_per_worker <= worker.tasks_done
+            if recycle:
+                self._retire(worker)
+            else:
+                self._release(worker)
+            if job.stop_reason == "killed":
+                raise TaskKilled(f"task {job.spec.task_id} was killed")
+            return _done_outcome(job.spec, reply)
+        if job.stop_reason == "killed":
+            raise TaskKilled(f"task {job.spec.task_id} was killed")
+        if job.stop_reason == "memory":
+            used, limit = job.memory_used, self.worker_memory_limit
+            message = f"the task's processes used {used} bytes, limit {limit}"
+            return _failed(MEMORY_LIMIT_EXCEEDED, message)
+        message = f"{describe_exit(reply['returncode'])} while running the task (see its log)"
+        if worker.protocol_error is not None:
+            message = f"the worker broke the protocol ({worker.protocol_error}) and was killed"
+        return _failed(WORKER_CRASHED, message)
+
+    # -- the pools -----------------------------------------------------------------------
+
+    async def _acquire(self, job: Job) -> WorkerProcess:
+        """An idle worker of the job's interpreter, or the next one to become ready."""
+        interpreter = job.spec.interpreter
+        idle = self._idle[interpreter]
+        while idle:
+            worker = idle.pop()
+            if not worker.doomed and not worker.exited.done():
+                return worker
+        waiter: asyncio.Future[WorkerProcess] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters[interpreter]
+        waiters.append(waiter)
+        if self._starting[interpreter] < len(waiters):
+            self._spawn(interpreter)
+        job.waiter = waiter
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release(waiter.result())
+            raise
+        finally:
+            job.waiter = None
+            if waiter in waiters:
+                waiters.remove(waiter)
+
+    def _release(self, worker: WorkerProcess) -> None:
+        """Give a free worker to the first waiter, else keep it idle (within the bound)."""
+        worker.job = None
+        if worker.doomed or worker.exited.done():
+            return
+        if self._stopping:
+            self._retire(worker)
+            return
+        waiters = self._waiters.get(worker.interpreter)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(worker)
+                return
+        worker.idle_since = time.monotonic()
+        self._idle[worker.interpreter].append(worker)
+        self._trim_idle()
+
+    def _trim_idle(self) -> None:
+        """Keep at most ``max_workers`` minus busy workers idle, retiring the least recent."""
+        busy = sum(1 for worker in self._workers if worker.job is not None)
+        idle = [worker for workers in self._idle.values() for worker in workers]
+        excess = len(idle) - max(0, self.max_workers - busy)
+        for worker in sorted(idle, key=lambda w: w.idle_since)[: max(0, excess)]:
+            self._retire(worker)
+
+    def _replenish(self) -> None:
+        """Start workers of the server's interpreter until ``max_workers`` are alive or coming."""
+        if self._stopping or time.monotonic() < self._retry_at:
+            return
+        alive = sum(1 for worker in self._workers if worker.is_ready and not worker.doomed)
+        for _ in range(self.max_workers - alive - sum(self._starting.values())):
+            self._spawn(self.default_interpreter)
+
+    def _spawn(self, interpreter: str) -> None:
+        self._starting[interpreter] += 1
+        self._in_background(self._start_worker(interpreter))
+
+    async def _start_worker(self, interpreter: str) -> None:
+        try:
+            worker = await launch(interpreter, self._worker_env(), self.nice, self._on_gone)
+            self._workers.add(worker)
+            await worker.wait_ready(READY_TIMEOUT_SECONDS)
+        except WorkerStartError as exc:
+            self._start_failed(interpreter, exc)
+            return
+        finally:
+            self._starting[interpreter] -= 1
+        self._failures[interpreter] = 0
+        if self._stopping:
+            await self._terminate(worker)
+        else:
+            self._release(worker)
+
+    def _start_failed(self, interpreter: str, exc: WorkerStartError) -> None:
+        self._failures[interpreter] += 1
+        self._last_failure = f"{interpreter}: {exc}"
+        log.warning("could not start a worker: %s", self._last_failure)
+        if interpreter == self.default_interpreter:
+            backoff = min(30.0, 0.5 * 2 ** self._failures[interpreter])
+            self._retry_at = time.monotonic() + backoff
+        for waiter in self._waiters.get(interpreter, ()):
+            if not waiter.done():
+                waiter.set_exception(exc)
+                break
+
+    def _worker_env(self) -> dict[str, str]:
+        names = {name for name in self.env_remove if not name.endswith("*")}
+        prefixes = tuple(name[:-1] for name in self.env_remove if name.endswith("*"))
+        return {
+            k: v for k, v in os.environ.items() if k not in names and not k.startswith(prefixes)
+        }
+
+    def _on_gone(self, worker: WorkerProcess) -> None:
+        """Called by a worker's supervisor once its process has ended."""
+        self._workers.discard(worker)
+        self._forget_idle(worker)
+        self._replenish()
+
+    def _forget_idle(self, worker: WorkerProcess) -> None:
+        idle = self._idle.get(worker.interpreter)
+        if idle and worker in idle:
+            idle.remove(worker)
+
+    # -- ending workers ------------------------------------------------------------------
+
+    def _retire(self, worker: WorkerProcess) -> None:
+        self._in_background(self._terminate(worker))
+
+    async def _terminate(self, worker: WorkerProcess) -> None:
+        """End a worker and its whole tree; concurrent callers share one termination."""
+        worker.doomed = True
+        self._forget_idle(worker)
+        if worker.terminating is None:
+            worker.terminating = asyncio.ensure_future(self._terminate_now(worker))
+        await asyncio.shield(worker.terminating)
+
+    async def _terminate_now(self, worker: WorkerProcess) -> None:
+        if not worker.exited.done():
+            await asyncio.to_thread(terminate_tree, worker.handle, self.kill_grace_seconds)
+        await asyncio.shield(worker.supervisor)
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed", exc_info=task.exception())
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    async def _housekeep(self) -> None:
+        """Reap idle workers of other interpreters, refill the pool, watch memory."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            try:
+                self._reap_idle()
+                self._replenish()
+                if self.worker_memory_limit > 0:
+                    await self._check_memory()
+            except Exception:
+                log.exception("executor housekeeping failed")
+
+    def _reap_idle(self) -> None:
+        deadline = time.monotonic() - self.idle_seconds
+        for interpreter, workers in list(self._idle.items()):
+            if interpreter == self.default_interpreter:
+                continue
+            for worker in [w for w in workers if w.idle_since < deadline]:
+                self._retire(worker)
+
+    async def _check_memory(self) -> None:
+        busy = {w.pid: (w, w.job) for w in self._workers if w.job is not None and not w.doomed}
+        if not busy:
+            return
+        usage = await asyncio.to_thread(trees_rss, list(busy))
+        for pid, used in usage.items():
+            worker, job = busy[pid]
+            # The measurement is only about the job that was running when it was taken.
+            if used <= self.worker_memory_limit or job is None or worker.job is not job:
+                continue
+            if job.stop_reason is None:
+                job.stop_reason, job.memory_used = "memory", used
+                log.warning("task %s used %d bytes; killing it", job.spec.task_id, used)
+                self._retire(worker)
+
+
+def _spec_fields(spec: RunSpec) -> dict[str, Any]:
+    """The spec as a shallow dict (``dataclasses.asdict`` deep-copies the parameters)."""
+    return {field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)}
+
+
+def _done_outcome(spec: RunSpec, reply: dict[str, Any]) -> Outcome:
+    """Turn a worker's ``done`` message into an ``Outcome`` (bytes stay bytes: never unpickled)."""
+    if not reply.get("ok"):
+        error = reply.get("error") or {}
+        return Outcome(
+            ok=False,
+            error=TaskError(
+                type=str(error.get("type") or "Error"),
+                message=str(error.get("message") or ""),
+                traceback=error.get("traceback"),
+            ),
+        )
+    # The file is the one the spec named, whatever the worker says: the server never
+    # trusts a path from a worker.
+    inline = reply.get("inline")
+    return Outcome(
+        ok=True,
+        preview=reply.get("preview"),
+        result_size=int(reply.get("size") or 0),
+        result_inline=base64.b64decode(inline) if isinstance(inline, str) else None,
+        result_file=None if isinstance(inline, str) else spec.result_path,
+    )

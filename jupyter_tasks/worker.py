@@ -1,0 +1,515 @@
+"""What runs inside a worker process: the main loop, the task context, result and error capture.
+
+``LocalExecutor`` starts ``python -m jupyter_tasks.worker <fd> [--nice N]`` as a fresh
+interpreter and talks newline-delimited JSON over the inherited socket ``fd``.  Only plain
+data crosses the socket; the result's pickle travels as base64 or as a file path, so the
+server never unpickles anything.
+
+Top-level imports are standard library only: ``import jupyter_tasks`` imports this module
+for ``set_progress``, and that must stay cheap in a kernel.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import faulthandler
+import importlib
+import json
+import math
+import numbers
+import os
+import pickle
+import queue
+import reprlib
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+#: Seconds between two progress messages; calls in between only keep the latest value.
+PROGRESS_INTERVAL = 0.05
+PREVIEW_REPR_MAX = 1000
+PREVIEW_VALUE_MAX = 64 * 1024
+#: Pickles larger than this get no JSON ``value`` (dumping them would only be discarded).
+PREVIEW_JSON_PICKLE_MAX = 4 * PREVIEW_VALUE_MAX
+MESSAGE_MAX = 10_000
+TRACEBACK_MAX = 100_000
+PROGRESS_MESSAGE_MAX = 1000
+
+_progress: _Progress | None = None
+
+
+def set_progress(fraction: float | None, message: str | None = None) -> None:
+    """Report the running task's progress, 0..1 (or None: unknown) and an optional message.
+
+    A no-op outside a worker, so task code runs unchanged in a notebook.  Values are
+    clamped to 0..1; sends are throttled, and the latest value always arrives before
+    the task's end.
+    """
+    value = None
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+            raise TypeError(f"progress must be a number from 0 to 1 or None, not {fraction!r}")
+        if math.isnan(fraction):
+            raise ValueError("progress must not be NaN")
+        value = min(1.0, max(0.0, float(fraction)))
+    if _progress is not None:
+        text = None if message is None else str(message)[:PROGRESS_MESSAGE_MAX]
+        _progress.report(value, text)
+
+
+class _Channel:
+    """The worker's end of the socket; sends take a lock: progress may come from any thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            self._sock.sendall(data)
+
+    def read_forever(self, inbox: queue.SimpleQueue[dict[str, Any]]) -> None:
+        """Feed requests to the main thread; EOF means the server is gone, so end everything."""
+        try:
+            with self._sock.makefile("rb") as stream:
+                for line in stream:
+                    inbox.put(json.loads(line))
+        except (OSError, ValueError):
+            pass
+        _die_with_group()
+
+
+def _die_with_group() -> None:
+    """Kill this worker's process group and its descendants (some may have left the group)."""
+    with contextlib.suppress(Exception):
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    try:
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    finally:
+        os._exit(1)
+
+
+class _Progress:
+    """Throttles progress messages: at most one per ``PROGRESS_INTERVAL``, latest value wins."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+        self._cond = threading.Condition()
+        self._task_id: str | None = None
+        self._pending: tuple[float | None, str | None] | None = None
+        self._last_sent = 0.0
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()  # a forked child of a task must not write to our socket
+
+    def begin(self, task_id: str) -> None:
+        with self._cond:
+            self._task_id, self._pending, self._last_sent = task_id, None, 0.0
+
+    def end(self) -> None:
+        """Send what is still pending, then ignore reports until the next task."""
+        with self._cond:
+            if self._pending is not None:
+                self._send_locked()
+            self._task_id = None
+
+    def report(self, fraction: float | None, message: str | None) -> None:
+        with self._cond:
+            if self._task_id is None or os.getpid() != self._pid:
+                return
+            self._pending = (fraction, message)
+            if time.monotonic() - self._last_sent >= PROGRESS_INTERVAL:
+                self._send_locked()
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._flush_later, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _flush_later(self) -> None:
+        with self._cond:
+            while True:
+                if self._pending is None or self._task_id is None:
+                    self._cond.wait()
+                    continue
+                delay = self._last_sent + PROGRESS_INTERVAL - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                self._send_locked()
+
+    def _send_locked(self) -> None:
+        assert self._pending is not None
+        fraction, message = self._pending
+        self._pending = None
+        self._last_sent = time.monotonic()
+        self._channel.send(
+            {"op": "progress", "task_id": self._task_id, "progress": fraction, "message": message}
+        )
+
+
+class _Context:
+    """The ``TaskContext`` a task type's ``run`` receives."""
+
+    def __init__(self, spec: dict[str, Any], log_fd: int) -> None:
+        self.task_id: str = spec["task_id"]
+        self.root_dir: str = spec["root_dir"]
+        self.blob_dir: str = spec["blob_dir"]
+        self._log_fd = log_fd
+
+    def set_progress(self, fraction: float | None, message: str | None = None) -> None:
+        set_progress(fraction, message)
+
+    def log_fd(self) -> int:
+        return self._log_fd
+
+
+class _TaskScope:
+    """Per-task process state: output into the log, cwd and ``sys.path``, SIGTERM's handler.
+
+    Everything is put back afterwards so one task cannot leak its setup into the next.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self._log_path = os.path.abspath(spec["log_path"])
+        self._root = os.path.abspath(spec["root_dir"])
+        self.log_fd = -1
+
+    def __enter__(self) -> _TaskScope:
+        os.chdir(self._root)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        try:
+            self.log_fd = os.open(self._log_path, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(self._log_path), exist_ok=True)
+            self.log_fd = os.open(self._log_path, flags, 0o644)
+        _flush_std()
+        self._streams = (sys.stdout, sys.stderr)
+        self._saved_fds = (os.dup(1), os.dup(2))
+        os.dup2(self.log_fd, 1)
+        os.dup2(self.log_fd, 2)
+        self._on_term = signal.getsignal(signal.SIGTERM)
+        if sys.path[:1] != [self._root]:
+            sys.path.insert(0, self._root)
+        # Modules created a moment ago must be found (the finder caches directory listings).
+        invalidate = getattr(sys.path_importer_cache.get(self._root), "invalidate_caches", None)
+        if invalidate is not None:
+            invalidate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout, sys.stderr = self._streams
+        _flush_std()
+        for fd, saved in zip((1, 2), self._saved_fds, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
+        os.close(self.log_fd)
+        if signal.getsignal(signal.SIGTERM) is not self._on_term:  # a task may ignore SIGTERM
+            signal.signal(signal.SIGTERM, self._on_term)
+        with contextlib.suppress(OSError):
+            os.chdir(self._root)
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+
+
+class _ModuleTimes:
+    """Modification times of imported modules under the root, to refuse running changed code."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._files: dict[str, int] = {}  # path -> mtime_ns when first seen (-1: suspect)
+        self._roots: dict[str, str] = {}
+
+    def changed(self) -> bool:
+        for path, mtime in self._files.items():
+            try:
+                if os.stat(path).st_mtime_ns != mtime:
+                    return True
+            except OSError:
+                return True
+        return False
+
+    def record(self, root_dir: str, started_ns: int) -> None:
+        """Note the modules imported by the last task; a file newer than its start is suspect."""
+        root = self._roots.get(root_dir)
+        if root is None:
+            root = self._roots[root_dir] = os.path.join(os.path.realpath(root_dir), "")
+        for name in sys.modules.keys() - self._seen:
+            self._seen.add(name)
+            path = getattr(sys.modules.get(name), "__file__", None)
+            if not isinstance(path, str):
+                continue
+            path = os.path.realpath(path)
+            if not path.startswith(root) or path in self._files:
+                continue
+            try:
+                mtime = os.stat(path).st_mtime_ns
+            except OSError:
+                continue
+            self._files[path] = -1 if mtime >= started_ns else mtime
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _SpillWriter:
+    """Collects a pickle in memory; past ``inline_max`` it moves to the result file.
+
+    Past ``hard_max`` it raises ``_TooLarge`` at once, so a huge result is never written whole.
+    """
+
+    def __init__(self, path: str, inline_max: int, hard_max: int) -> None:
+        self.path, self._inline_max, self._hard_max = path, inline_max, hard_max
+        self.buffer = bytearray()
+        self.file: Any = None
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        self.size += size
+        if self.size > self._hard_max:
+            raise _TooLarge
+        if self.file is None and self.size > self._inline_max:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self.file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+            self.file.write(self.buffer)
+            self.buffer = bytearray()
+        if self.file is not None:
+            self.file.write(data)
+        else:
+            self.buffer += data
+        return size
+
+    def close(self, discard: bool = False) -> None:
+        if self.file is not None:
+            self.file.close()
+            if discard:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+
+
+def _pickle_result(value: Any, spec: dict[str, Any]) -> _SpillWriter:
+    """Pickle with protocol 5; fall back to cloudpickle for what plain pickle cannot name."""
+    args = (spec["result_path"], spec["inline_result_max"], spec["result_max_bytes"])
+    writer = _SpillWriter(*args)
+    try:
+        pickle.Pickler(writer, protocol=5).dump(value)
+    except Exception as exc:
+        writer.close(discard=True)
+        if isinstance(exc, _TooLarge):
+            raise
+        import cloudpickle
+
+        writer = _SpillWriter(*args)
+        try:
+            cloudpickle.Pickler(writer, protocol=5).dump(value)
+        except BaseException:
+            writer.close(discard=True)
+            raise
+    writer.close()
+    return writer
+
+
+def _result_reply(value: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    try:
+        writer = _pickle_result(value, spec)
+    except _TooLarge:
+        limit = spec["result_max_bytes"]
+        message = f"the result's pickle is larger than result_max_bytes ({limit} bytes)"
+        return {"ok": False, "error": {"type": "ResultTooLarge", "message": message}}
+    except Exception as exc:
+        error = _error_info(exc)
+        error["message"] = f"the result could not be pickled: {error['message']}"
+        return {"ok": False, "error": error}
+    spilled = writer.file is not None
+    inline = None if spilled else base64.b64encode(writer.buffer).decode()
+    preview = _preview(value, writer.size)
+    file = spec["result_path"] if spilled else None
+    return {"ok": True, "preview": preview, "size": writer.size, "inline": inline, "file": file}
+
+
+def _make_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict = 6, 100, 100, 50
+    short.maxset, short.maxfrozenset, short.maxdeque, short.maxarray = 100, 100, 100, 100
+    short.maxstring = short.maxother = short.maxlong = PREVIEW_REPR_MAX
+    return short
+
+
+_REPR = _make_repr()
+_SCALARS = (int, float, bool, type(None), complex)
+
+
+def _preview(value: Any, pickle_size: int) -> dict[str, Any]:
+    """``{"type", "repr", "value"?}``: ``value`` only when the object is small, plain JSON."""
+    cls = type(value)
+    name = cls.__qualname__
+    if cls.__module__ != "builtins":
+        name = f"{cls.__module__}.{name}"
+    try:
+        text = repr(value) if cls in _SCALARS else _REPR.repr(value)
+    except Exception as exc:
+        text = f"<repr failed: {type(exc).__name__}: {exc}>"
+    if len(text) > PREVIEW_REPR_MAX:
+        text = text[: PREVIEW_REPR_MAX - 3] + "..."
+    preview: dict[str, Any] = {"type": name, "repr": text}
+    if pickle_size <= PREVIEW_JSON_PICKLE_MAX:
+        try:
+            encoded = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            pass
+        else:
+            if len(encoded) <= PREVIEW_VALUE_MAX:
+                preview["value"] = json.loads(encoded)
+    return preview
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 15] + "... (truncated)"
+
+
+def _error_info(exc: BaseException) -> dict[str, Any]:
+    """``{"type", "message", "traceback"}`` without the worker's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<str() of {type(exc).__name__} failed>"
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return {
+        "type": type(exc).__name__,
+        "message": _clip(message, MESSAGE_MAX),
+        "traceback": _clip(text, TRACEBACK_MAX),
+    }
+
+
+def load_object(path: str) -> Any:
+    """Import ``"module:Qual.name"`` and return the object it names."""
+    module_name, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one task as described by a ``run`` request and return the ``done`` reply."""
+    try:
+        with _TaskScope(spec) as scope:
+            reply = _run_in_scope(spec, scope.log_fd)
+    except OSError as exc:  # the root or the log cannot be used: the task never started
+        reply = {"ok": False, "error": _error_info(exc)}
+    return {"op": "done", "task_id": spec["task_id"], **reply}
+
+
+def _run_in_scope(spec: dict[str, Any], log_fd: int) -> dict[str, Any]:
+    assert _progress is not None
+    _progress.begin(spec["task_id"])
+    try:
+        task_type = load_object(spec["type_path"])()
+        value = task_type.run(spec["parameters"], _Context(spec, log_fd))
+    except BaseException as exc:
+        return {"ok": False, "error": _error_info(exc)}
+    finally:
+        _progress.end()
+    return _result_reply(value, spec)
+
+
+def _hook_tqdm() -> None:
+    """Let a tqdm bar drive the task's progress, where tqdm is installed."""
+    try:
+        bar_class: Any = importlib.import_module("tqdm.std").tqdm
+    except Exception:
+        return
+    for method_name in ("refresh", "close"):
+        original = getattr(bar_class, method_name)
+
+        def hooked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            result = __original(self, *args, **kwargs)
+            _report_bar(self)
+            return result
+
+        setattr(bar_class, method_name, hooked)
+
+
+def _report_bar(bar: Any) -> None:
+    """Outermost bars only (``pos`` 0): nested bars would make progress jump back and forth."""
+    with contextlib.suppress(Exception):  # a progress hook must never break the task
+        if _progress is not None and getattr(bar, "pos", 0) in (0, None):
+            n, total, desc = bar.n, bar.total, bar.desc or ""
+            counts = f"{n}/{total}" if total else f"{n}"
+            set_progress(n / total if total else None, f"{desc}: {counts}" if desc else counts)
+
+
+def _setup(sock: socket.socket, nice: int) -> _Channel:
+    """Process-wide setup, once per worker."""
+    global _progress
+    os.set_inheritable(sock.fileno(), False)  # children of tasks must not hold the socket
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+    faulthandler.enable()
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(line_buffering=True)
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]  # the server's cwd is not the tasks' root
+    channel = _Channel(sock)
+    _progress = _Progress(channel)
+    importlib.import_module("psutil")  # needed on the way out, when importing may be unsafe
+    importlib.import_module("jupyter_tasks.tasktypes.base")  # pay for pydantic while warming
+    _hook_tqdm()
+    return channel
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve ``run`` requests until told to exit, or until a module under the root changed."""
+    args = sys.argv[1:] if argv is None else argv
+    fd = int(args[0])
+    nice = int(args[args.index("--nice") + 1]) if "--nice" in args else 0
+    channel = _setup(socket.socket(fileno=fd), nice)
+    inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+    threading.Thread(target=channel.read_forever, args=(inbox,), daemon=True).start()
+    channel.send({"op": "ready", "pid": os.getpid(), "python": sys.executable})
+    modules = _ModuleTimes()
+    while True:
+        request = inbox.get()
+        if request.get("op") == "exit":
+            return 0
+        if request.get("op") != "run":
+            continue
+        if modules.changed():
+            channel.send({"op": "stale", "task_id": request["task_id"]})
+            return 0
+        started_ns = time.time_ns()
+        reply = run_one(request)
+        modules.record(request["root_dir"], started_ns)
+        channel.send(reply)
+
+
+if __name__ == "__main__":
+    # Run the imported module's main: ``jupyter_tasks`` already imported it, and
+    # ``set_progress`` must see the same module state as this loop.
+    # A task's leftover non-daemon threads must not keep the worker alive: exit hard.
+    from jupyter_tasks.worker import _flush_std
+    from jupyter_tasks.worker import main as _main
+
+    _code = _main()
+    _flush_std()
+    os._exit(_code)

@@ -1,0 +1,498 @@
+"""``LocalExecutor`` with real workers: results, crashes, kills, memory, pools, stale code."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import psutil
+import pytest
+
+from jupyter_tasks.executors.base import Outcome, RunSpec, TaskKilled
+from jupyter_tasks.executors.local import LocalExecutor
+
+HANG = 60.0  # bounds on waits only catch hangs
+MakeSpec = Callable[..., RunSpec]
+MakeExecutor = Callable[..., LocalExecutor]
+Until = Callable[..., Awaitable[None]]
+TaskDirs = Any  # conftest.TaskDirs: root, logs, results, blobs
+
+
+def pid_gone(pid: int) -> bool:
+    """No such process, or a zombie (it runs nothing)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def noop(fraction: float | None, message: str | None) -> None:
+    """A progress callback for tests that do not look at progress."""
+
+
+def call(make_spec: MakeSpec, func: str, *args: Any, **fields: Any) -> RunSpec:
+    """A ``python`` task calling ``func`` ("module:name"; bare names live in taskmods)."""
+    target = func if ":" in func else f"taskmods:{func}"
+    return make_spec("python", {"callable": target, "args": list(args)}, **fields)
+
+
+def pickled(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    return {"pickle_b64": base64.b64encode(cloudpickle.dumps((fn, args, {}))).decode()}
+
+
+def result(outcome: Outcome) -> Any:
+    """Unpickle a result the way a kernel would (the server never does)."""
+    assert outcome.ok, outcome.error
+    if outcome.result_inline is not None:
+        return pickle.loads(outcome.result_inline)
+    assert outcome.result_file is not None
+    return pickle.loads(Path(outcome.result_file).read_bytes())
+
+
+async def started(executor: LocalExecutor) -> LocalExecutor:
+    await executor.start()
+    return executor
+
+
+async def read_pids(path: Path, until: Until) -> list[int]:
+    """The pids a ``sleeper_with_child`` task wrote: its worker, then its child."""
+    await until(path.exists, f"{path} to appear")
+    return [int(pid) for pid in path.read_text().split()]
+
+
+async def test_python_task_returns_preview_and_pickle(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    executor = await started(make_executor())
+    outcome = await executor.run(call(make_spec, "add", 2, 3), noop)
+    assert outcome.preview == {"type": "int", "repr": "5", "value": 5}
+    assert outcome.result_size == len(outcome.result_inline or b"")
+    assert result(outcome) == 5
+
+
+async def test_large_result_is_written_to_the_result_file(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    executor = await started(make_executor())
+    spec = call(make_spec, "big_result", 200_000, inline_result_max=1024)
+    outcome = await executor.run(spec, noop)
+    assert outcome.result_inline is None
+    assert outcome.result_file == spec.result_path
+    assert outcome.result_size == os.path.getsize(spec.result_path)
+    assert result(outcome) == b"x" * 200_000
+    assert outcome.preview is not None
+    assert outcome.preview["type"] == "bytes"
+    assert "value" not in outcome.preview
+    assert len(outcome.preview["repr"]) <= 1000
+
+
+async def test_result_over_the_limit_is_refused_and_removed(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    executor = await started(make_executor())
+    spec = call(make_spec, "big_result", 100_000, result_max_bytes=50_000, inline_result_max=1024)
+    outcome = await executor.run(spec, noop)
+    assert not outcome.ok and outcome.error is not None
+    assert outcome.error.type == "ResultTooLarge"
+    assert "50000" in outcome.error.message
+    assert not os.path.exists(spec.result_path)
+
+
+async def test_task_exception_is_reported(make_executor: MakeExecutor, make_spec: MakeSpec) -> None:
+    executor = await started(make_executor())
+    outcome = await executor.run(call(make_spec, "boom"), noop)
+    assert outcome.error is not None
+    assert (outcome.error.type, outcome.error.message) == ("ValueError", "boom")
+    assert outcome.error.traceback is not None
+    assert "taskmods.py" in outcome.error.traceback
+    assert "jupyter_tasks/worker.py" not in outcome.error.traceback
+
+
+async def test_exit_code_crash_then_next_task_succeeds(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    executor = await started(make_executor())
+    outcome = await executor.run(call(make_spec, "exit_hard", 3), noop)
+    assert outcome.error is not None
+    assert outcome.error.type == "WorkerCrashed"
+    assert "worker exited with code 3" in outcome.error.message
+    assert result(await executor.run(call(make_spec, "add", 1, 1), noop)) == 2
+
+
+async def test_segfault_is_a_crash_naming_the_signal(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    executor = await started(make_executor())
+    spec = call(make_spec, "segfault")
+    outcome = await executor.run(spec, noop)
+    assert outcome.error is not None
+    assert outcome.error.type == "WorkerCrashed"
+    assert "worker killed by signal SIGSEGV" in outcome.error.message
+    assert "Fatal Python error" in Path(spec.log_path).read_text()  # faulthandler's trace
+    assert result(await executor.run(call(make_spec, "add", 1, 2), noop)) == 3
+
+
+async def test_worker_killed_from_outside_is_a_crash(
+    make_executor: MakeExecutor, make_spec: MakeSpec, task_dirs: TaskDirs, until: Until
+) -> None:
+    executor = await started(make_executor())
+    pidfile = task_dirs.root / "pids"
+    running = asyncio.ensure_future(
+        executor.run(call(make_spec, "sleeper_with_child", str(pidfile)), noop)
+    )
+    worker, child = await read_pids(pidfile, until)
+    os.kill(worker, signal.SIGKILL)
+    outcome = await asyncio.wait_for(running, HANG)
+    assert outcome.error is not None
+    assert outcome.error.type == "WorkerCrashed"
+    assert "SIGKILL" in outcome.error.message
+    await until(lambda: pid_gone(child), "the dead worker's child to be killed")
+    assert result(await executor.run(call(make_spec, "add", 2, 2), noop)) == 4
+
+
+async def test_memory_limit_kills_the_task(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    limit = 300 << 20
+    executor = await started(make_executor(worker_memory_limit=limit))
+    outcome = await asyncio.wait_for(executor.run(call(make_spec, "hog"), noop), HANG)
+    assert outcome.error is not None
+    assert outcome.error.type == "MemoryLimitExceeded"
+    assert f"limit {limit}" in outcome.error.message
+    assert result(await executor.run(call(make_spec, "add", 0, 1), noop)) == 1
+
+
+@pytest.mark.parametrize("setsid", [False, True], ids=["child", "setsid-child"])
+async def test_kill_ends_the_whole_tree(
+    make_executor: MakeExecutor,
+    make_spec: MakeSpec,
+    task_dirs: TaskDirs,
+    until: Until,
+    setsid: bool,
+) -> None:
+    executor = await started(make_executor())
+    pidfile = task_dirs.root / "pids"
+    spec = make_spec(
+        "python",
+        {
+            "callable": "taskmods:sleeper_with_child",
+            "args": [str(pidfile)],
+            "kwargs": {"setsid": setsid},
+        },
+    )
+    running = asyncio.ensure_future(executor.run(spec, noop))
+    pids = await read_pids(pidfile, until)
+    await executor.kill(spec.task_id)
+    assert all(pid_gone(pid) for pid in pids)
+    with pytest.raises(TaskKilled):
+        await asyncio.wait_for(running, HANG)
+    assert result(await executor.run(call(make_spec, "add", 3, 4), noop)) == 7
+
+
+async def test_task_ignoring_sigterm_ends_after_the_grace(
+    make_executor: MakeExecutor, make_spec: MakeSpec, task_dirs: TaskDirs, until: Until
+) -> None:
+    executor = await started(make_executor(kill_grace_seconds=0.3))
+    pidfile = task_dirs.root / "pids"
+    spec = make_spec(
+        "python",
+        {"callable": "taskmods:sleeper_with_child", "args": [str(pidfile), True]},
+    )
+    running = asyncio.ensure_future(executor.run(spec, noop))
+    pids = await read_pids(pidfile, until)
+    await asyncio.wait_for(executor.kill(spec.task_id), HANG)
+    assert all(pid_gone(pid) for pid in pids)
+    with pytest.raises(TaskKilled):
+        await running
+
+
+async def test_kill_of_unknown_task_is_a_noop(make_executor: MakeExecutor) -> None:
+    executor = await started(make_executor())
+    await executor.kill("0" * 32)
+
+
+async def test_progress_arrives_in_order_and_the_last_one_is_delivered(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    def burst(n: int) -> int:
+        import jupyter_tasks
+
+        for i in range(1, n + 1):
+            jupyter_tasks.set_progress(i / n, f"{i}/{n}")
+        return n
+
+    executor = await started(make_executor())
+    seen: list[tuple[float | None, str | None]] = []
+    outcome = await executor.run(
+        make_spec("callable", pickled(burst, 5000)), lambda p, m: seen.append((p, m))
+    )
+    assert result(outcome) == 5000
+    assert seen[-1] == (1.0, "5000/5000")
+    fractions = [p or 0.0 for p, _ in seen]
+    assert fractions == sorted(fractions)
+    assert len(seen) < 5000  # throttled
+
+
+async def test_progress_and_output_of_a_slow_task(
+    make_executor: MakeExecutor, make_spec: MakeSpec, task_dirs: TaskDirs
+) -> None:
+    executor = await started(make_executor())
+    gate = task_dirs.root / "gate"
+    gate.write_text("")
+    seen: list[tuple[float | None, str | None]] = []
+    spec = call(make_spec, "progress_steps", 4, str(gate))
+    outcome = await executor.run(spec, lambda p, m: seen.append((p, m)))
+    assert result(outcome) == "done"
+    assert seen[-1] == (1.0, "step 4/4")
+    fractions = [p or 0.0 for p, _ in seen]
+    assert fractions == sorted(fractions)
+    assert Path(spec.log_path).read_text() == "starting\nfinished\n"
+
+
+async def test_changed_module_is_picked_up_by_the_next_task(
+    make_executor: MakeExecutor, make_spec: MakeSpec, task_dirs: TaskDirs
+) -> None:
+    executor = await started(make_executor(max_workers=1))
+    module = task_dirs.root / "changing.py"
+    module.write_text("def value():\n    return 1\n")
+    assert result(await executor.run(call(make_spec, "changing:value"), noop)) == 1
+    module.write_text("def value():\n    return 2\n")
+    later = time.time() + 5  # a different mtime even on coarse clocks
+    os.utime(module, (later, later))
+    assert result(await executor.run(call(make_spec, "changing:value"), noop)) == 2
+
+
+async def test_workers_environment_lacks_credentials(
+    make_executor: MakeExecutor, make_spec: MakeSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["JUPYTER_TASKS_TOKEN", "JUPYTER_TASKS_URL", "JUPYTER_TASKS_OTHER", "JUPYTER_TOKEN"]
+    for name in names:
+        monkeypatch.setenv(name, "secret")
+    monkeypatch.setenv("JT_TEST_KEEP", "kept")
+
+    def environment(keys: list[str]) -> dict[str, str | None]:
+        return {key: os.environ.get(key) for key in keys}
+
+    executor = await started(make_executor())
+    outcome = await executor.run(
+        make_spec("callable", pickled(environment, [*names, "JT_TEST_KEEP"])), noop
+    )
+    assert result(outcome) == {**dict.fromkeys(names), "JT_TEST_KEEP": "kept"}
+
+
+async def test_another_interpreter_gets_its_own_pool(
+    make_executor: MakeExecutor, make_spec: MakeSpec, tmp_path: Path, until: Until
+) -> None:
+    venv = Path(sys.prefix)
+    if not (venv / "pyvenv.cfg").exists():
+        pytest.skip("needs to run inside a virtual environment")
+    clone = tmp_path / "venv2"  # the same environment under another path
+    (clone / "bin").mkdir(parents=True)
+    shutil.copy(venv / "pyvenv.cfg", clone / "pyvenv.cfg")
+    (clone / "lib").symlink_to(venv / "lib")
+    python = clone / "bin" / "python"
+    python.symlink_to(sys.executable)
+
+    def where() -> tuple[str, int]:
+        return sys.executable, os.getpid()
+
+    executor = await started(make_executor(max_workers=2, idle_seconds=0.5))
+    await until(lambda: len(executor.worker_pids()) == 2, "the warm pool")
+    default_pids = set(executor.worker_pids())
+    spec = make_spec("callable", {**pickled(where), "python": str(python)}, interpreter=str(python))
+    executable, pid = result(await executor.run(spec, noop))
+    assert executable == str(python)
+    assert pid not in default_pids
+    await until(lambda: pid_gone(pid), "the idle worker of the other interpreter to be reaped")
+    await until(lambda: len(executor.worker_pids()) == 2, "the default pool to be refilled")
+
+
+async def test_an_interpreter_that_cannot_start_fails_the_task(
+    make_executor: MakeExecutor, make_spec: MakeSpec, tmp_path: Path
+) -> None:
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'no python here' >&2\nexit 7\n")
+    broken.chmod(0o755)
+    executor = await started(make_executor())
+    outcome = await executor.run(call(make_spec, "add", 1, 1, interpreter=str(broken)), noop)
+    assert outcome.error is not None
+    assert outcome.error.type == "WorkerCrashed"
+    assert "exited with code 7" in outcome.error.message
+    assert "no python here" in outcome.error.message
+    assert executor.health().healthy
+
+
+async def test_health_turns_false_when_workers_cannot_start(
+    make_executor: MakeExecutor, tmp_path: Path, until: Until
+) -> None:
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    executor = make_executor(max_workers=3)
+    executor.default_interpreter = str(broken)
+    assert executor.health().healthy
+    await executor.start()
+    await until(lambda: not executor.health().healthy, "health to turn false")
+    assert executor.health().workers == 0
+    assert "exited with code 1" in executor.health().detail
+
+
+async def test_workers_are_recycled_after_max_tasks(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    executor = await started(make_executor(max_tasks_per_worker=2))
+    pids = [result(await executor.run(call(make_spec, "os:getpid"), noop)) for _ in range(4)]
+    assert pids[0] == pids[1] != pids[2] == pids[3]
+
+
+async def test_warm_pool_and_health(make_executor: MakeExecutor, until: Until) -> None:
+    executor = await started(make_executor(max_workers=2))
+    await until(lambda: executor.health().workers == 2, "two warm workers")
+    assert executor.health().healthy
+    lower = min(19, psutil.Process().nice() + 5)
+    for pid in executor.worker_pids():
+        assert psutil.Process(pid).nice() == lower
+        assert os.getpgid(pid) == pid  # each worker leads its own process group
+
+
+async def test_stop_ends_running_tasks_and_every_worker(
+    make_executor: MakeExecutor, make_spec: MakeSpec, task_dirs: TaskDirs, until: Until
+) -> None:
+    executor = await started(make_executor(max_workers=2))
+    pidfile = task_dirs.root / "pids"
+    running = asyncio.ensure_future(
+        executor.run(call(make_spec, "sleeper_with_child", str(pidfile)), noop)
+    )
+    pids = await read_pids(pidfile, until)
+    workers = executor.worker_pids()
+    await executor.stop()
+    assert executor.worker_pids() == []
+    assert all(pid_gone(pid) for pid in [*pids, *workers])
+    with pytest.raises(TaskKilled):
+        await running
+
+
+SERVER_SCRIPT = """
+import asyncio, os, sys, time
+from jupyter_tasks.executors.base import RunSpec
+from jupyter_tasks.executors.local import LocalExecutor
+from jupyter_tasks.tasktypes.python import PythonTask
+
+root, pidfile = sys.argv[1], sys.argv[2]
+
+async def main():
+    executor = LocalExecutor(max_workers=1)
+    await executor.start()
+    spec = RunSpec(
+        task_id="f" * 32, attempt=1, task_type="python", type_path=PythonTask.type_path(),
+        parameters={"callable": "taskmods:sleeper_with_child", "args": [pidfile]},
+        interpreter=sys.executable, root_dir=root, log_path=os.path.join(root, "log"),
+        result_path=os.path.join(root, "result"), blob_dir=root, result_max_bytes=1 << 20,
+    )
+    asyncio.ensure_future(executor.run(spec, lambda p, m: None))
+    while not os.path.exists(pidfile):
+        await asyncio.sleep(0.01)
+    os._exit(0)  # the server dies without cleaning anything up
+
+asyncio.run(main())
+"""
+
+
+async def test_worker_exits_when_the_server_dies(task_dirs: TaskDirs, until: Until) -> None:
+    pidfile = task_dirs.root / "pids"
+    script = textwrap.dedent(SERVER_SCRIPT)
+    server = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script, str(task_dirs.root), str(pidfile)],
+        timeout=HANG,
+        check=False,
+    )
+    assert server.returncode == 0
+    pids = [int(pid) for pid in pidfile.read_text().split()]
+    try:
+        await until(lambda: all(pid_gone(pid) for pid in pids), "the orphaned worker to exit")
+    finally:
+        for pid in pids:
+            if not pid_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_tqdm_drives_progress(make_executor: MakeExecutor, make_spec: MakeSpec) -> None:
+    pytest.importorskip("tqdm")
+
+    def bars() -> int:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        total = 0
+        for i in tqdm(range(50), desc="epochs", mininterval=0):
+            total += i
+        return total
+
+    executor = await started(make_executor())
+    seen: list[tuple[float | None, str | None]] = []
+    outcome = await executor.run(
+        make_spec("callable", pickled(bars)), lambda p, m: seen.append((p, m))
+    )
+    assert result(outcome) == sum(range(50))
+    assert seen[-1] == (1.0, "epochs: 50/50")
+
+
+async def test_a_worker_that_breaks_the_protocol_is_killed(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    def garble() -> None:
+        import time
+
+        from jupyter_tasks import worker
+
+        assert worker._progress is not None
+        worker._progress._channel.send(["not", "an", "object"])  # type: ignore[arg-type]
+        time.sleep(60)
+
+    executor = await started(make_executor())
+    outcome = await asyncio.wait_for(
+        executor.run(make_spec("callable", pickled(garble)), noop), HANG
+    )
+    assert outcome.error is not None
+    assert outcome.error.type == "WorkerCrashed"
+    assert "protocol" in outcome.error.message
+    assert result(await executor.run(call(make_spec, "add", 5, 5), noop)) == 10
+
+
+async def test_cancelling_run_ends_the_task(
+    make_executor: MakeExecutor, make_spec: MakeSpec, task_dirs: TaskDirs, until: Until
+) -> None:
+    executor = await started(make_executor())
+    pidfile = task_dirs.root / "pids"
+    spec = call(make_spec, "sleeper_with_child", str(pidfile))
+    running = asyncio.ensure_future(executor.run(spec, noop))
+    pids = await read_pids(pidfile, until)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await until(lambda: all(pid_gone(pid) for pid in pids), "the cancelled task's processes to end")
+    assert result(await executor.run(call(make_spec, "add", 1, 5), noop)) == 6
+
+
+def test_set_progress_outside_a_worker_only_checks_its_arguments() -> None:
+    import jupyter_tasks
+
+    jupyter_tasks.set_progress(0.5, "half")
+    jupyter_tasks.set_progress(None)
+    jupyter_tasks.set_progress(2)  # clamped, not refused
+    with pytest.raises(TypeError):
+        jupyter_tasks.set_progress("half")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        jupyter_tasks.set_progress(float("nan"))
