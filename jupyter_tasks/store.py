@@ -446,7 +446,23 @@ class Store:
                     "INSERT OR IGNORE INTO task_tags(tag, seq) VALUES (?, ?)",
                     [(tag, cur.lastrowid) for tag in req.tags],
                 )
-            return self._fetch_many(db, [tid for tid, _ in requests])
+            created = _ts_required(now)
+            return [
+                Task.model_construct(
+                    **req.__dict__,
+                    task_id=tid,
+                    status=TaskStatus.CREATED,
+                    group=group,
+                    attempt=0,
+                    created_at=created,
+                    started_at=None,
+                    finished_at=None,
+                    progress=None,
+                    message=None,
+                    error=None,
+                )
+                for tid, req in requests
+            ]
 
         return await self._commit(insert)
 

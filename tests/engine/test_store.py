@@ -208,3 +208,13 @@ async def test_task_json_matches_the_models_own_serialisation(tmp_path: Path) ->
     assert task.to_json() == task.model_dump(mode="json")
     assert task.to_json()["started_at"] == "1970-01-01T00:00:01.500000Z"
     await store.close()
+
+
+async def test_inserted_tasks_read_back_the_same(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    pairs = [(new_task_id(), request(tags=["x"], priority=3, max_retries=2)) for _ in range(3)]
+    made = await store.insert(pairs, OWNER, "g" * 32, 1234.5)
+    for task in made:
+        again = await store.get(task.task_id)
+        assert again is not None and again.to_json() == task.to_json()
+    await store.close()
