@@ -1,0 +1,1 @@
+"""Kernel-side tests: the client, widgets and magics against a real server."""
