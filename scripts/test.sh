@@ -19,6 +19,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+npm run --silent jlpm -- lint:check     # the lab extension's style
+npm run --silent jlpm -- test           # the lab extension's unit tests (node's test runner)
 python -m ruff check .
 python -m ruff format --check .
 python -m mypy
