@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_s
 
 TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
 
+#: Timeouts beyond this (about 68 years) are surely mistakes, and would overflow SQLite.
+MAX_TIMEOUT_SECONDS = 2**31 - 1
+
 
 class TaskStatus(str, enum.Enum):
     """Where a task is in its life; the three last are final."""
@@ -84,7 +87,7 @@ class TaskRequest(BaseModel):
     priority: Priority = Field(
         default=1, description="1..10; 10 runs first, ties run oldest first."
     )
-    timeout_seconds: Annotated[StrictInt, Field(gt=0)] | None = Field(
+    timeout_seconds: Annotated[StrictInt, Field(gt=0, le=MAX_TIMEOUT_SECONDS)] | None = Field(
         default=None, description="Seconds a run may take; default from the server's config."
     )
     max_retries: Annotated[StrictInt, Field(ge=0, le=10)] = Field(

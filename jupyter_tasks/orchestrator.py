@@ -313,6 +313,7 @@ class Orchestrator:
             result_path=self.store.result_path(task.task_id),
             blob_dir=self.store.blob_dir,
             result_max_bytes=self.config.result_max_bytes,
+            priority=task.priority,
         )
 
     def _kill_soon(self, run: _Run, reason: str) -> None:
@@ -511,6 +512,8 @@ class Orchestrator:
         def read() -> bytes:
             try:
                 with open(self.store.log_path(task_id), "rb") as fh:
+                    if offset >= os.fstat(fh.fileno()).st_size:
+                        return b""  # nothing new (or an offset past a trimmed log)
                     fh.seek(offset)
                     return fh.read(max_bytes)
             except FileNotFoundError:

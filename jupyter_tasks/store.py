@@ -593,7 +593,7 @@ class Store:
         """A page newest first; the cursor is the last ``seq`` seen."""
         where, args = self._filters(statuses, task_type, group, tag)
         if cursor is not None:
-            if not cursor.isdigit():
+            if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
                 raise InvalidParameters("not a cursor this server gave out", field="cursor")
             where.append("seq < ?")
             args.append(int(cursor))

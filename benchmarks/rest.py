@@ -1,0 +1,447 @@
+"""Side-by-side figures for the REST API; not part of the test suite.
+
+    python benchmarks/rest.py            # full size
+    python benchmarks/rest.py --quick    # smaller counts, same table
+
+Each figure is printed next to a reference measured in the same run on the
+same machine:
+
+* submit throughput, one request at a time, against an empty authenticated
+  extension handler on the same server (and Jupyter Server's ``/api/status``);
+* the no-op round trip (``POST /tasks`` -> ``completed`` seen on the event
+  WebSocket) against a Dask ``LocalCluster`` round trip (when ``distributed`` is
+  installed) and a warm ``ProcessPoolExecutor``;
+* 10,000 no-op tasks through ``POST /tasks/batch`` (1,000 per request) until all
+  are completed, against ``ProcessPoolExecutor`` running the same 10,000 calls;
+* server start-up with and without the extension (``--startup``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import http.client
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+NOOP = {"callable": "builtins:int", "args": []}
+
+EMPTY_EXTENSION = '''
+"""An empty authenticated extension handler: the ceiling for any extension route."""
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+
+class EmptyHandler(APIHandler):
+    auth_resource = "tasks"
+
+    @web.authenticated
+    @authorized
+    def get(self):
+        self.finish("{}")
+
+    @web.authenticated
+    @authorized
+    def post(self):
+        self.finish("{}")
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "jt_bench_empty"}]
+
+
+def _load_jupyter_server_extension(serverapp):
+    route = url_path_join(serverapp.base_url, "bench/empty")
+    serverapp.web_app.add_handlers(".*$", [(route, EmptyHandler)])
+'''
+
+
+class Server:
+    """A Jupyter server in its own process, in a throw-away Jupyter environment."""
+
+    def __init__(self, base: Path, tasks_enabled: bool = True, **tasks: Any) -> None:
+        self.base = base
+        self.token = secrets.token_hex(16)
+        self.tasks_enabled = tasks_enabled
+        self.tasks = {"db_path": str(base / "tasks.db"), **tasks}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.started_at = 0.0
+
+    def start(self) -> Server:
+        for name in ("config", "data", "runtime", "root"):
+            (self.base / name).mkdir(parents=True, exist_ok=True)
+        (self.base / "root" / "jt_bench_empty.py").write_text(textwrap.dedent(EMPTY_EXTENSION))
+        extensions = {"jupyter_tasks": self.tasks_enabled, "jt_bench_empty": True}
+        config = {
+            "ServerApp": {
+                "jpserver_extensions": extensions,
+                "open_browser": False,
+                "allow_root": True,
+                "port": 0,
+                "port_retries": 0,
+                "root_dir": str(self.base / "root"),
+                "log_level": "WARN",
+            },
+            "IdentityProvider": {"token": self.token},
+            "TasksApp": self.tasks,
+        }
+        (self.base / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(self.base / "config"),
+            "JUPYTER_DATA_DIR": str(self.base / "data"),
+            "JUPYTER_RUNTIME_DIR": str(self.base / "runtime"),
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "PYTHONPATH": os.pathsep.join(
+                [str(self.base / "root"), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server"],
+            cwd=self.base / "root",
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.base / "server.log").open("wb"),
+            start_new_session=True,
+        )
+        return self
+
+    def wait_ready(self, path: str, limit: float = 120.0) -> float:
+        """Seconds from start until ``path`` answers 200 (polled: this is a start-up wait)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + limit
+        runtime = self.base / "runtime"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log = (self.base / "server.log").read_text()[-3000:]
+                raise RuntimeError(f"server exited:\n{log}")
+            if not self.port:
+                for info in runtime.glob(f"jpserver-{self.proc.pid}.json"):
+                    with contextlib.suppress(ValueError):
+                        self.port = int(json.loads(info.read_text())["port"])
+            if self.port:
+                with contextlib.suppress(OSError):
+                    status, _ = self.call("GET", path)
+                    if status == 200:
+                        return time.perf_counter() - self.started_at
+            time.sleep(0.01)
+        raise TimeoutError(f"{path} not ready after {limit} s")
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}", "Content-Type": "application/json"}
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        conn: http.client.HTTPConnection | None = None,
+    ) -> tuple[int, Any]:
+        own = conn is None
+        conn = conn or self.connection()
+        data = None if body is None else json.dumps(body).encode()
+        conn.request(method, "/" + path, body=data, headers=self.headers)
+        response = conn.getresponse()
+        raw = response.read()
+        if own:
+            conn.close()
+        ctype = response.headers.get("Content-Type", "")
+        return response.status, json.loads(raw) if raw and "json" in ctype else raw
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(60)
+
+
+@contextlib.contextmanager
+def running(base: Path, **tasks: Any) -> Iterator[Server]:
+    server = Server(base, **tasks).start()
+    try:
+        server.wait_ready("tasks/health")
+        yield server
+    finally:
+        server.stop()
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+def sequential_rate(server: Server, method: str, path: str, body: Any, count: int) -> float:
+    """Requests per second, one at a time on one keep-alive connection."""
+    conn = server.connection()
+    for _ in range(min(200, count)):  # warm-up
+        server.call(method, path, body, conn)
+    started = time.perf_counter()
+    for _ in range(count):
+        status, _ = server.call(method, path, body, conn)
+        assert status in (200, 201), status
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return count / elapsed
+
+
+def events_socket(server: Server) -> Any:
+    import websocket
+
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/tasks/events",
+        header=[f"Authorization: token {server.token}"],
+        timeout=120,
+    )
+    assert json.loads(ws.recv())["event"] == "snapshot"
+    return ws
+
+
+def round_trips(server: Server, count: int) -> list[float]:
+    """Seconds from sending ``POST /tasks`` to reading its ``completed`` event."""
+    ws = events_socket(server)
+    conn = server.connection()
+    request = {"task_type": "python", "description": "no-op", "parameters": NOOP}
+    times = []
+    for _ in range(count + 5):
+        started = time.perf_counter()
+        status, task = server.call("POST", "tasks", request, conn)
+        assert status == 201, task
+        while True:
+            event = json.loads(ws.recv())
+            if event["task_id"] == task["task_id"] and event["status"] == "completed":
+                break
+        times.append(time.perf_counter() - started)
+    ws.close()
+    conn.close()
+    return times[5:]  # the first ones warm the workers up
+
+
+def batch_throughput(server: Server, total: int, per_batch: int) -> float:
+    """Tasks per second: batches submitted until every task is seen completed."""
+    ws = events_socket(server)
+    conn = server.connection()
+    request = {"task_type": "python", "description": "no-op", "parameters": NOOP}
+    started = time.perf_counter()
+    ids: set[str] = set()
+    for _ in range(total // per_batch):
+        status, reply = server.call("POST", "tasks/batch", {"tasks": [request] * per_batch}, conn)
+        assert status == 201, reply
+        ids.update(t["task_id"] for t in reply["tasks"])
+    done = 0
+    while done < total:
+        event = json.loads(ws.recv())
+        if event["status"] == "completed" and event["task_id"] in ids:
+            done += 1
+    elapsed = time.perf_counter() - started
+    ws.close()
+    conn.close()
+    return total / elapsed
+
+
+def pool_round_trips(count: int) -> list[float]:
+    with concurrent.futures.ProcessPoolExecutor() as pool:
+        pool.submit(int).result()
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            pool.submit(int).result()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def pool_throughput(total: int) -> float:
+    with concurrent.futures.ProcessPoolExecutor() as pool:
+        pool.submit(int).result()
+        started = time.perf_counter()
+        futures = [pool.submit(int) for _ in range(total)]
+        for future in futures:
+            future.result()
+        return total / (time.perf_counter() - started)
+
+
+def dask_round_trips(count: int) -> list[float] | None:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        return None
+    cluster_kw = {"processes": True, "dashboard_address": None}
+    with (
+        LocalCluster(**cluster_kw) as cluster,  # type: ignore[no-untyped-call]
+        Client(cluster) as client,  # type: ignore[no-untyped-call]
+    ):
+        client.submit(int, pure=False).result()
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            client.submit(int, pure=False).result()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def startup(base: Path, runs: int) -> dict[str, list[float]]:
+    """Seconds until /api/status answers, with and without the extension, in wall time and
+    in the server's own CPU time (steadier on a busy machine); and until /tasks/health
+    answers (the engine's store open and workers started)."""
+    import psutil
+
+    out: dict[str, list[float]] = {}
+    for i in range(runs):
+        for enabled in (False, True):
+            name = "with" if enabled else "without"
+            server = Server(base / f"start-{i}-{enabled}", tasks_enabled=enabled).start()
+            try:
+                out.setdefault(name, []).append(server.wait_ready("api/status"))
+                assert server.proc is not None
+                cpu = psutil.Process(server.proc.pid).cpu_times()
+                out.setdefault(f"{name} cpu", []).append(cpu.user + cpu.system)
+                if enabled:
+                    out.setdefault("engine", []).append(server.wait_ready("tasks/health"))
+            finally:
+                server.stop()
+    return out
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--startup", type=int, default=3, help="start-up runs (0: skip)")
+    parser.add_argument("--startup-only", action="store_true", help="only the start-up figures")
+    args = parser.parse_args()
+    if args.startup_only:
+        with tempfile.TemporaryDirectory(prefix="jt-bench-") as tmp:
+            print_startup(startup(Path(tmp), max(1, args.startup)), max(1, args.startup))
+        return
+    requests_n = 500 if args.quick else 3000
+    trips_n = 50 if args.quick else 300
+    total = 2000 if args.quick else 10_000
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="jt-bench-") as tmp:
+        base = Path(tmp)
+        with running(base / "server", worker_memory_limit=0) as server:
+            submit = {"task_type": "python", "description": "no-op", "parameters": NOOP}
+            empty = sequential_rate(server, "POST", "bench/empty", submit, requests_n)
+            status = sequential_rate(server, "GET", "api/status", None, requests_n)
+            submits = sequential_rate(server, "POST", "tasks", submit, requests_n)
+            rows.append(
+                (
+                    "submit, one request at a time",
+                    f"{submits:,.0f} req/s",
+                    f"empty ext. handler {empty:,.0f} req/s",
+                    f"{submits / empty:.2f}",
+                    ">= 0.60",
+                )
+            )
+            rows.append(
+                (
+                    "",
+                    "",
+                    f"/api/status {status:,.0f} req/s",
+                    f"{submits / status:.2f}",
+                    "",
+                )
+            )
+            trips = round_trips(server, trips_n)
+        with running(base / "batch", worker_memory_limit=0, max_queue_size=total) as server:
+            batch = batch_throughput(server, total, 1000)
+
+        dask = dask_round_trips(trips_n)
+        pool = pool_round_trips(trips_n)
+        if dask is None:
+            rows.append(
+                (
+                    "no-op round trip (median)",
+                    ms(trips),
+                    "Dask LocalCluster: not installed",
+                    "-",
+                    "<= 0.33",
+                )
+            )
+        else:
+            rows.append(
+                (
+                    "no-op round trip (median)",
+                    ms(trips),
+                    f"Dask LocalCluster {ms(dask)}",
+                    f"{statistics.median(trips) / statistics.median(dask):.2f}",
+                    "<= 0.33",
+                )
+            )
+        rows.append(
+            (
+                "",
+                f"p90 {sorted(trips)[int(len(trips) * 0.9)] * 1000:.2f} ms",
+                f"ProcessPoolExecutor {ms(pool)}",
+                f"{statistics.median(trips) / statistics.median(pool):.1f}",
+                "",
+            )
+        )
+        pool_rate = pool_throughput(total)
+        rows.append(
+            (
+                f"{total:,} no-op tasks, batches of 1,000",
+                f"{batch:,.0f} tasks/s",
+                f"ProcessPoolExecutor {pool_rate:,.0f} tasks/s",
+                f"{batch / pool_rate:.2f}",
+                ">= 0.60",
+            )
+        )
+        starts = startup(base, args.startup) if args.startup else None
+
+    widths = [max(len(r[i]) for r in [*rows, HEADER]) for i in range(5)]
+    for row in [HEADER, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    if dask is None:
+        print("\nDask column skipped: 'distributed' is not installed (pip install distributed).")
+    if starts:
+        print_startup(starts, args.startup)
+    print(f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+
+
+def print_startup(starts: dict[str, list[float]], runs: int) -> None:
+    """Medians of ``startup``'s figures, in one paragraph."""
+    med = {key: statistics.median(values) for key, values in starts.items()}
+    print(
+        f"\nserver start to /api/status 200 (median of {runs}): "
+        f"{med['without']:.2f} s without the extension, {med['with']:.2f} s with it "
+        f"({(med['with'] - med['without']) * 1000:+.0f} ms wall); server CPU "
+        f"{med['without cpu']:.2f} s vs {med['with cpu']:.2f} s "
+        f"({(med['with cpu'] - med['without cpu']) * 1000:+.0f} ms); /tasks/health 200 "
+        f"after {med['engine']:.2f} s"
+    )
+
+
+HEADER = ("measure", "jupyter-tasks", "reference", "ratio", "target")
+
+if __name__ == "__main__":
+    main()
