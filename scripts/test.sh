@@ -12,7 +12,7 @@ if command -v npm >/dev/null 2>&1 && [ -z "${YARN_NPM_REGISTRY_SERVER:-}" ]; the
 fi
 
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[test,lab]"
+python -m pip install --quiet -e ".[test,lab,dask]"
 
 # Browser tests drive Debian's Chromium (test tools may not download browsers here).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

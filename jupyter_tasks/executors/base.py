@@ -35,6 +35,7 @@ class RunSpec:
     blob_dir: str  #: where uploaded blobs live (``callable`` payloads)
     result_max_bytes: int
     inline_result_max: int = 64 * 1024  #: pickles up to this size come back in the message
+    priority: int = 1  #: 1..10, for executors that schedule elsewhere (Dask)
 
 
 @dataclass(frozen=True)
