@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Install the test dependencies and run the whole suite: lint, types, tests (browser tests too).
 # Usage: bash scripts/test.sh [pytest args...]
-# JUPYTER_TASKS_FULL=1 turns on the full-size soak and chaos runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
