@@ -84,6 +84,7 @@ class _Run:
     kill_reason: str | None = None  # "cancel" | "timeout" | "stop"
     task_json: dict[str, Any] | None = None
     progress_dirty: bool = False
+    holds_slot: bool = True  # until its executor run returns
 
 
 def _process_started(pid: int) -> float | None:
@@ -120,6 +121,7 @@ class Orchestrator:
         self._queued: dict[str, int] = {}  # task id -> priority, for created tasks we own
         self._counter = itertools.count()
         self._running: dict[str, _Run] = {}
+        self._slots_used = 0  # runs holding one of the ``max_workers`` executor slots
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
@@ -242,13 +244,14 @@ class Orchestrator:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._heap and len(self._running) < self.config.max_workers:
+            while self._heap and self._slots_used < self.config.max_workers:
                 _, _, task_id = heapq.heappop(self._heap)
                 if self._queued.pop(task_id, None) is None:
                     continue  # cancelled or taken while it waited
                 loop = asyncio.get_running_loop()
                 run = _Run(task_id, loop.create_future())
                 self._running[task_id] = run
+                self._slots_used += 1
                 self._spawn(self._run(run))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -262,6 +265,7 @@ class Orchestrator:
         except Exception:
             log.exception("jupyter-tasks: running task %s failed unexpectedly", run.task_id)
         finally:
+            self._release_slot(run)
             self._running.pop(run.task_id, None)
             if not run.done.done():
                 run.done.set_result(None)
@@ -297,7 +301,16 @@ class Orchestrator:
         finally:
             if timer is not None:
                 timer.cancel()
+        # The worker is free again: let the next task start while this one is recorded, so
+        # both transitions can share one commit.
+        self._release_slot(run)
         await self._settle(run, task, outcome)
+
+    def _release_slot(self, run: _Run) -> None:
+        if run.holds_slot:
+            run.holds_slot = False
+            self._slots_used -= 1
+            self._wake.set()
 
     def _spec(self, task: Task) -> RunSpec:
         task_type = self.registry.get(task.task_type)

@@ -276,14 +276,14 @@ def running_server(base: Path, app: str) -> Iterator[Server]:
             shutil.copyfile(log_path, ARTIFACTS / f"{app}-server.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A ``jupyter lab`` subprocess with the tasks server extension and this repo's panel."""
     with running_server(tmp_path_factory.mktemp("lab"), "jupyterlab") as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def notebook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A ``jupyter notebook`` (Notebook 7) subprocess; skipped when Notebook is not installed."""
     if importlib.util.find_spec("notebook") is None:
@@ -292,7 +292,7 @@ def notebook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
