@@ -14,6 +14,7 @@ from typing import Any
 
 from ..models import MEMORY_LIMIT_EXCEEDED, WORKER_CRASHED, TaskError
 from ._dasktask import ROOT_DIR_MISSING
+from ._replies import error_outcome
 from .base import Outcome, RunSpec
 
 #: Error types a worker may report for an attempt it could not run to its end.
@@ -41,15 +42,7 @@ async def frame_outcome(spec: RunSpec, header: dict[str, Any], result: bytes) ->
 async def _done(spec: RunSpec, reply: dict[str, Any], result: bytes) -> Outcome:
     """The task ran to its end: its own error, or its result (the pickle's bytes)."""
     if not reply.get("ok"):
-        error = reply.get("error") or {}
-        return Outcome(
-            ok=False,
-            error=TaskError(
-                type=str(error.get("type") or "Error"),
-                message=str(error.get("message") or ""),
-                traceback=error.get("traceback"),
-            ),
-        )
+        return error_outcome(reply)
     preview = reply.get("preview")
     if len(result) <= spec.inline_result_max:
         return Outcome(ok=True, preview=preview, result_size=len(result), result_inline=result)

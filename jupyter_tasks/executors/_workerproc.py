@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import socket
@@ -26,6 +25,7 @@ from typing import IO, Any
 import psutil
 
 from ._proctree import describe_exit
+from ._replies import deliver_progress
 from .base import ProgressCallback, RunSpec
 
 log = logging.getLogger(__name__)
@@ -244,19 +244,8 @@ class WorkerProcess:
         elif job is None or message.get("task_id") != job.spec.task_id:
             return
         elif op == "progress":
-            self._progress(job, message)
+            deliver_progress(
+                job.on_progress, job.spec.task_id, message.get("progress"), message.get("message")
+            )
         elif op in ("done", "stale") and not job.reply.done():
             job.reply.set_result(message)
-
-    @staticmethod
-    def _progress(job: Job, message: dict[str, Any]) -> None:
-        fraction = message.get("progress")
-        text = message.get("message")
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, type(None))):
-            return
-        if fraction is not None:
-            fraction = None if math.isnan(fraction) else min(1.0, max(0.0, float(fraction)))
-        try:
-            job.on_progress(fraction, text if isinstance(text, str) else None)
-        except Exception:
-            log.exception("progress callback failed for task %s", job.spec.task_id)

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import uuid
 from asyncio import FIRST_COMPLETED
@@ -29,6 +28,7 @@ from ..models import WORKER_CRASHED
 from . import _dasktask
 from ._dasklog import LogSink
 from ._daskresult import failed, frame_outcome, read_bytes, settled, spec_dict
+from ._replies import deliver_progress
 from .base import Executor, ExecutorHealth, Outcome, ProgressCallback, RunSpec, TaskKilled
 from .local import DEFAULT_ENV_REMOVE
 
@@ -292,22 +292,13 @@ class DaskExecutor(Executor):
                 job.started, job.worker, job.pid = True, str(message["worker"]), message.get("pid")
                 log.debug("task %s runs on %s (pid %s)", job.spec.task_id, job.worker, job.pid)
             elif op == "progress":
-                self._progress(job, message.get("p"), message.get("m"))
+                deliver_progress(
+                    job.on_progress, job.spec.task_id, message.get("p"), message.get("m")
+                )
             elif op == "log" and isinstance(message.get("data"), bytes):
                 job.log.append(int(message.get("seq", -1)), message["data"])
         except Exception:
             log.exception("jupyter-tasks: bad event from a Dask worker")
-
-    @staticmethod
-    def _progress(job: _Job, fraction: Any, text: Any) -> None:
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, type(None))):
-            return
-        if fraction is not None:
-            fraction = None if math.isnan(fraction) else min(1.0, max(0.0, float(fraction)))
-        try:
-            job.on_progress(fraction, text if isinstance(text, str) else None)
-        except Exception:
-            log.exception("progress callback failed for task %s", job.spec.task_id)
 
     def _on_cluster_event(self, event: Any) -> None:
         """A worker that leaves fails the attempts it was running (Dask would rerun them)."""

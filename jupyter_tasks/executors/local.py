@@ -21,6 +21,7 @@ from typing import Any
 
 from ..models import MEMORY_LIMIT_EXCEEDED, WORKER_CRASHED, TaskError
 from ._proctree import describe_exit, terminate_tree, trees_rss
+from ._replies import error_outcome
 from ._workerproc import Job, WorkerProcess, WorkerStartError, launch
 from .base import Executor, ExecutorHealth, Outcome, ProgressCallback, RunSpec, TaskKilled
 
@@ -388,15 +389,7 @@ def _spec_fields(spec: RunSpec) -> dict[str, Any]:
 def _done_outcome(spec: RunSpec, reply: dict[str, Any]) -> Outcome:
     """Turn a worker's ``done`` message into an ``Outcome`` (bytes stay bytes: never unpickled)."""
     if not reply.get("ok"):
-        error = reply.get("error") or {}
-        return Outcome(
-            ok=False,
-            error=TaskError(
-                type=str(error.get("type") or "Error"),
-                message=str(error.get("message") or ""),
-                traceback=error.get("traceback"),
-            ),
-        )
+        return error_outcome(reply)
     # The file is the one the spec named, whatever the worker says: the server never
     # trusts a path from a worker.
     inline = reply.get("inline")
