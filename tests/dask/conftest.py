@@ -10,38 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import HANG, engine_config, task_root, until
 
 from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
 
 # ``distributed`` is an optional extra: it is imported where it is used, and each test
 # module skips itself without it.
 
-HANG = 120.0  # bounds that only catch hangs
-
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def until(predicate: Callable[[], bool], what: str, bound: float = HANG) -> None:
-    deadline = time.monotonic() + bound
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -160,26 +150,12 @@ def local_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    root.mkdir()
-    shutil.copy(Path(__file__).with_name("taskmods_src.py"), root / "taskmods.py")
-    return root
+    return task_root(tmp_path, Path(__file__).with_name("taskmods_src.py"))
 
 
 @pytest.fixture
 def make_config(tmp_path: Path, root: Path) -> Callable[..., EngineConfig]:
-    def make(**kw: Any) -> EngineConfig:
-        base: dict[str, Any] = {
-            "db_path": str(tmp_path / "db" / "tasks.db"),
-            "root_dir": str(root),
-            "max_workers": 2,
-            "kill_grace_seconds": 1.0,
-            "retry_backoff_seconds": 0.05,
-        }
-        base.update(kw)
-        return EngineConfig(**base)
-
-    return make
+    return lambda **overrides: engine_config(tmp_path, root, **overrides)
 
 
 @pytest.fixture

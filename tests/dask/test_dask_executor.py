@@ -19,29 +19,14 @@ import pytest
 
 pytest.importorskip("distributed")
 from nbformat.v4 import new_code_cell, new_notebook
+from support import HANG, gone, until
 
 from jupyter_tasks.models import Task, TaskRequest, TaskStatus
 from jupyter_tasks.orchestrator import Orchestrator
 
-HANG = 120.0  # bounds that only catch hangs
 KERNELSPEC = {"name": "python3", "language": "python", "display_name": "Python 3"}
 MakeOrch = Callable[..., Awaitable[Orchestrator]]
 Cluster = Any  # conftest.Cluster: address, worker_pids
-
-
-def gone(pid: int) -> bool:
-    """No such process, or a zombie (it runs nothing)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + HANG
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def py(func: str, *args: Any, **kw: Any) -> TaskRequest:

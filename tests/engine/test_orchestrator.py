@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,38 +14,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from support import HANG, engine_config, gone, task_root
 
 from jupyter_tasks.errors import InvalidTransition, NoResult, QueueFull, TaskNotFound
 from jupyter_tasks.models import Task, TaskRequest, TaskStatus
 from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
 
-HANG = 120.0  # bounds that only catch hangs
-
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    root.mkdir()
-    shutil.copy(Path(__file__).with_name("taskmods_src.py"), root / "taskmods.py")
-    return root
+    return task_root(tmp_path, Path(__file__).with_name("taskmods_src.py"))
 
 
 @pytest.fixture
 def make_config(tmp_path: Path, root: Path) -> Callable[..., EngineConfig]:
-    def make(**kw: Any) -> EngineConfig:
-        base: dict[str, Any] = {
-            "db_path": str(tmp_path / "db" / "tasks.db"),
-            "root_dir": str(root),
-            "max_workers": 2,
-            "kill_grace_seconds": 1.0,
-            "retry_backoff_seconds": 0.05,
-        }
-        base.update(kw)
-        return EngineConfig(**base)
-
-    return make
+    return lambda **overrides: engine_config(tmp_path, root, **overrides)
 
 
 @pytest.fixture
@@ -77,13 +60,6 @@ async def wait_path(path: Path) -> str:
         assert time.monotonic() < deadline, f"{path} never appeared"
         await asyncio.sleep(0.01)
     return path.read_text()
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 async def test_python_task_completes_with_result(orch: Orchestrator) -> None:

@@ -16,6 +16,7 @@ import nbformat
 import psutil
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
+from support import HANG, gone, until
 
 from jupyter_tasks.errors import InvalidParameters
 from jupyter_tasks.models import Task, TaskRequest, TaskStatus
@@ -27,7 +28,6 @@ from jupyter_tasks.tasktypes.notebook import (
     scraps,
 )
 
-HANG = 120.0  # bounds that only catch hangs
 WriteNotebook = Callable[..., Path]
 
 
@@ -35,20 +35,6 @@ def notebook(path: str, **parameters: Any) -> TaskRequest:
     return TaskRequest(
         task_type="notebook", description=path, parameters={"path": path, **parameters}
     )
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + HANG
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def run_collecting(
