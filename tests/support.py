@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from jupyter_tasks.executors.base import RunSpec
 from jupyter_tasks.orchestrator import EngineConfig
+from jupyter_tasks.tasktypes import load_default_registry
 
 HANG = 120.0  # bounds on waits only catch hangs; nothing here measures speed
 
@@ -51,3 +55,25 @@ def engine_config(tmp_path: Path, root: Path, **overrides: Any) -> EngineConfig:
     }
     base.update(overrides)
     return EngineConfig(**base)
+
+
+def run_spec(
+    root: Path, files: Path, task_type: str, parameters: dict[str, Any], **fields: Any
+) -> RunSpec:
+    """A ``RunSpec`` for one attempt, its log, result and blob paths under ``files``."""
+    task_id = uuid.uuid4().hex
+    base: dict[str, Any] = {
+        "task_id": task_id,
+        "attempt": 1,
+        "task_type": task_type,
+        "type_path": load_default_registry().get(task_type).type_path(),
+        "parameters": parameters,
+        "interpreter": sys.executable,
+        "root_dir": str(root),
+        "log_path": str(files / "logs" / f"{task_id}.log"),
+        "result_path": str(files / "results" / f"{task_id}.pickle"),
+        "blob_dir": str(files / "blobs"),
+        "result_max_bytes": 1 << 30,
+    }
+    base.update(fields)
+    return RunSpec(**base)

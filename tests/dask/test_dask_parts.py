@@ -18,6 +18,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from support import run_spec
+
 from jupyter_tasks.executors._dasklog import LOST, LogSink
 from jupyter_tasks.executors._dasktask import decode_frame, encode_frame
 from jupyter_tasks.executors.base import RunSpec, TaskKilled
@@ -25,11 +27,8 @@ from jupyter_tasks.executors.dask import INLINE_BLOB_MAX, DaskExecutor
 from jupyter_tasks.executors.factory import ExecutorConfigError, make_executor
 from jupyter_tasks.executors.local import LocalExecutor
 from jupyter_tasks.orchestrator import EngineConfig
-from jupyter_tasks.tasktypes.callable import CallableTask
-from jupyter_tasks.tasktypes.python import PythonTask
 
 HANG = 120.0
-TYPE_PATHS = {"python": PythonTask.type_path(), "callable": CallableTask.type_path()}
 
 
 def noprogress(fraction: float | None, message: str | None) -> None:
@@ -47,26 +46,9 @@ def by_value(source: str, name: str) -> Any:
 def make_spec(tmp_path: Path, root: Path) -> Callable[..., RunSpec]:
     for name in ("logs", "results", "blobs"):
         (tmp_path / name).mkdir()
-
-    def make(task_type: str, parameters: dict[str, Any], **fields: Any) -> RunSpec:
-        task_id = uuid.uuid4().hex
-        base: dict[str, Any] = {
-            "task_id": task_id,
-            "attempt": 1,
-            "task_type": task_type,
-            "type_path": TYPE_PATHS[task_type],
-            "parameters": parameters,
-            "interpreter": sys.executable,
-            "root_dir": str(root),
-            "log_path": str(tmp_path / "logs" / f"{task_id}.log"),
-            "result_path": str(tmp_path / "results" / f"{task_id}.pickle"),
-            "blob_dir": str(tmp_path / "blobs"),
-            "result_max_bytes": 1 << 30,
-        }
-        base.update(fields)
-        return RunSpec(**base)
-
-    return make
+    return lambda task_type, parameters, **fields: run_spec(
+        root, tmp_path, task_type, parameters, **fields
+    )
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from typing import Any
 import cloudpickle
 import psutil
 import pytest
+from support import gone
 
 from jupyter_tasks.executors.base import Outcome, RunSpec, TaskKilled
 from jupyter_tasks.executors.local import LocalExecutor
@@ -28,14 +29,6 @@ MakeSpec = Callable[..., RunSpec]
 MakeExecutor = Callable[..., LocalExecutor]
 Until = Callable[..., Awaitable[None]]
 TaskDirs = Any  # conftest.TaskDirs: root, logs, results, blobs
-
-
-def pid_gone(pid: int) -> bool:
-    """No such process, or a zombie (it runs nothing)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def noop(fraction: float | None, message: str | None) -> None:
@@ -158,7 +151,7 @@ async def test_worker_killed_from_outside_is_a_crash(
     assert outcome.error is not None
     assert outcome.error.type == "WorkerCrashed"
     assert "SIGKILL" in outcome.error.message
-    await until(lambda: pid_gone(child), "the dead worker's child to be killed")
+    await until(lambda: gone(child), "the dead worker's child to be killed")
     assert result(await executor.run(call(make_spec, "add", 2, 2), noop)) == 4
 
 
@@ -195,7 +188,7 @@ async def test_kill_ends_the_whole_tree(
     running = asyncio.ensure_future(executor.run(spec, noop))
     pids = await read_pids(pidfile, until)
     await executor.kill(spec.task_id)
-    assert all(pid_gone(pid) for pid in pids)
+    assert all(gone(pid) for pid in pids)
     with pytest.raises(TaskKilled):
         await asyncio.wait_for(running, HANG)
     assert result(await executor.run(call(make_spec, "add", 3, 4), noop)) == 7
@@ -213,7 +206,7 @@ async def test_task_ignoring_sigterm_ends_after_the_grace(
     running = asyncio.ensure_future(executor.run(spec, noop))
     pids = await read_pids(pidfile, until)
     await asyncio.wait_for(executor.kill(spec.task_id), HANG)
-    assert all(pid_gone(pid) for pid in pids)
+    assert all(gone(pid) for pid in pids)
     with pytest.raises(TaskKilled):
         await running
 
@@ -315,7 +308,7 @@ async def test_another_interpreter_gets_its_own_pool(
     executable, pid = result(await executor.run(spec, noop))
     assert executable == str(python)
     assert pid not in default_pids
-    await until(lambda: pid_gone(pid), "the idle worker of the other interpreter to be reaped")
+    await until(lambda: gone(pid), "the idle worker of the other interpreter to be reaped")
     await until(lambda: len(executor.worker_pids()) == 2, "the default pool to be refilled")
 
 
@@ -379,7 +372,7 @@ async def test_stop_ends_running_tasks_and_every_worker(
     workers = executor.worker_pids()
     await executor.stop()
     assert executor.worker_pids() == []
-    assert all(pid_gone(pid) for pid in [*pids, *workers])
+    assert all(gone(pid) for pid in [*pids, *workers])
     with pytest.raises(TaskKilled):
         await running
 
@@ -422,10 +415,10 @@ async def test_worker_exits_when_the_server_dies(task_dirs: TaskDirs, until: Unt
     assert server.returncode == 0
     pids = [int(pid) for pid in pidfile.read_text().split()]
     try:
-        await until(lambda: all(pid_gone(pid) for pid in pids), "the orphaned worker to exit")
+        await until(lambda: all(gone(pid) for pid in pids), "the orphaned worker to exit")
     finally:
         for pid in pids:
-            if not pid_gone(pid):
+            if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -482,7 +475,7 @@ async def test_cancelling_run_ends_the_task(
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
-    await until(lambda: all(pid_gone(pid) for pid in pids), "the cancelled task's processes to end")
+    await until(lambda: all(gone(pid) for pid in pids), "the cancelled task's processes to end")
     assert result(await executor.run(call(make_spec, "add", 1, 5), noop)) == 6
 
 
