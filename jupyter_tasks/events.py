@@ -65,10 +65,6 @@ class Subscription:
             self.close()
         self._ready.set()
 
-    @property
-    def pending(self) -> int:
-        return len(self._transitions) + len(self._progress)
-
     def _pop(self) -> Event | None:
         head = self._transitions[0] if self._transitions else None
         first = next(iter(self._progress.values()), None)
@@ -78,10 +74,6 @@ class Subscription:
             return self._transitions.popleft()
         assert first is not None
         return self._progress.pop(first["task_id"])
-
-    def get_nowait(self) -> Event | None:
-        """The next pending event in ``seq`` order, or None."""
-        return None if self.dropped else self._pop()
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -146,7 +138,3 @@ class EventHub:
     def close(self) -> None:
         for sub in list(self._subs):
             sub.close()
-
-    @property
-    def subscribers(self) -> int:
-        return len(self._subs)

@@ -15,7 +15,6 @@ import itertools
 import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
@@ -675,11 +674,6 @@ class Orchestrator:
                 self.events.publish("deleted", {"task_id": task_id, "status": "deleted"})
             if len(ids) < 1000:
                 return
-
-
-def default_interpreter() -> str:
-    """The server's own Python, which runs every task type but ``callable`` by default."""
-    return sys.executable
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -349,11 +348,6 @@ class Store:
             return [Owner(**dict(r)) for r in rows]
 
         return await self._call(read)
-
-    async def remove_owner(self, owner_id: str) -> None:
-        await self._commit(
-            lambda db: db.execute("DELETE FROM owners WHERE owner_id = ?", (owner_id,))
-        )
 
     async def adopt(self, owner_id: str, dead: Sequence[str], now: float) -> list[Task]:
         """Take over the tasks of dead owners in one transaction; return what changed.
@@ -713,8 +707,3 @@ class Store:
     async def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the store's thread (read-only checks, tests, tools)."""
         return await self._call(lambda: fn(self.db))
-
-
-def now() -> float:
-    """Wall-clock seconds; the store keeps times as UTC epoch seconds."""
-    return time.time()
