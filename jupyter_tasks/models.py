@@ -66,7 +66,10 @@ def format_time(value: datetime | None) -> str | None:
     """ISO 8601 in UTC, always the same shape: ``2026-01-02T03:04:05.678901Z``."""
     if value is None:
         return None
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    # isoformat is several times faster than strftime, and this runs on every event.
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 Priority = Annotated[StrictInt, Field(ge=1, le=10)]

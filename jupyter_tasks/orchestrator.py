@@ -187,15 +187,40 @@ class Orchestrator:
             )
 
     async def submit(self, request: TaskRequest) -> Task:
-        """Validate, persist (durable on return) and queue one task."""
+        """Validate, persist (durable on return) and queue one task.
+
+        When a worker slot is free and nothing waits, the task starts in the same
+        transaction that stores it: the idle engine's round trip pays for one commit.
+        """
         self._validate(request)
         self._check_room(1)
-        (task,) = await self.store.insert(
-            [(new_task_id(), request)], self.owner.owner_id, None, time.time()
-        )
-        self._enqueue(task.task_id, task.priority)
+        run = self._claim_idle_slot()
+        try:
+            tasks = await self.store.insert(
+                [(new_task_id(), request)], self.owner.owner_id, None, time.time(), run is not None
+            )
+        except BaseException:
+            if run is not None:
+                self._release_slot(run)
+            raise
+        task = tasks[0]
         self._publish(task)
+        if run is None:
+            self._enqueue(task.task_id, task.priority)
+        else:
+            run.task_id = task.task_id
+            self._running[task.task_id] = run
+            self._spawn(self._run(run, tasks[1]))
         return task
+
+    def _claim_idle_slot(self) -> _Run | None:
+        """A slot for a task that may start at once: none queued, so priority order holds."""
+        if self._heap or not self._started or self._stopping:
+            return None
+        if self._slots_used >= self.config.max_workers:
+            return None
+        self._slots_used += 1
+        return _Run("", asyncio.get_running_loop().create_future())
 
     async def submit_batch(self, requests: list[TaskRequest]) -> list[Task]:
         """All or nothing, in one transaction, under one group id; errors name the index."""
@@ -251,16 +276,17 @@ class Orchestrator:
                 run = _Run(task_id, loop.create_future())
                 self._running[task_id] = run
                 self._slots_used += 1
-                self._spawn(self._run(run))
+                self._spawn(self._run(run, None))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
 
-    async def _run(self, run: _Run) -> None:
+    async def _run(self, run: _Run, started: Task | None) -> None:
+        """One attempt; ``started`` is the running record when the submit already started it."""
         try:
-            await self._run_attempt(run)
+            await self._run_attempt(run, started or await self._start(run))
         except Exception:
             log.exception("jupyter-tasks: running task %s failed unexpectedly", run.task_id)
         finally:
@@ -270,16 +296,19 @@ class Orchestrator:
                 run.done.set_result(None)
             self._wake.set()
 
-    async def _run_attempt(self, run: _Run) -> None:
-        task = await self.store.transition(
+    async def _start(self, run: _Run) -> Task | None:
+        """``created -> running``; None when it was cancelled or taken in the meantime."""
+        return await self.store.transition(
             run.task_id,
             TaskStatus.CREATED,
             TaskStatus.RUNNING,
             {"started_at": time.time(), "finished_at": None, "owner": self.owner.owner_id},
             bump_attempt=True,
         )
+
+    async def _run_attempt(self, run: _Run, task: Task | None) -> None:
         if task is None:
-            return  # cancelled or taken by another orchestrator in the meantime
+            return
         run.task_json = task.to_json()
         self._publish(task)
         if run.kill_reason is not None:

@@ -230,6 +230,7 @@ class _ModuleTimes:
 
     def __init__(self) -> None:
         self._seen: set[str] = set()
+        self._scanned = 0  # len(sys.modules) at the last scan
         self._files: dict[str, int] = {}  # path -> mtime_ns when first seen (-1: suspect)
         self._roots: dict[str, str] = {}
 
@@ -244,6 +245,9 @@ class _ModuleTimes:
 
     def record(self, root_dir: str, started_ns: int) -> None:
         """Note the modules imported by the last task; a file newer than its start is suspect."""
+        if len(sys.modules) == self._scanned:
+            return  # nothing was imported (the usual case): skip the set difference
+        self._scanned = len(sys.modules)
         root = self._roots.get(root_dir)
         if root is None:
             root = self._roots[root_dir] = os.path.join(os.path.realpath(root_dir), "")
