@@ -309,8 +309,7 @@ class Orchestrator:
     async def _run_attempt(self, run: _Run, task: Task | None) -> None:
         if task is None:
             return
-        run.task_json = task.to_json()
-        self._publish(task)
+        self._publish(task)  # also keeps run.task_json, which progress events build on
         if run.kill_reason is not None:
             await self._settle(run, task, None)
             return

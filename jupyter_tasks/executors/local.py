@@ -381,9 +381,12 @@ class LocalExecutor(Executor):
                 self._retire(worker)
 
 
+_SPEC_FIELDS = tuple(field.name for field in dataclasses.fields(RunSpec))
+
+
 def _spec_fields(spec: RunSpec) -> dict[str, Any]:
     """The spec as a shallow dict (``dataclasses.asdict`` deep-copies the parameters)."""
-    return {field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)}
+    return {name: getattr(spec, name) for name in _SPEC_FIELDS}
 
 
 def _done_outcome(spec: RunSpec, reply: dict[str, Any]) -> Outcome:
