@@ -461,13 +461,10 @@ def _report_bar(bar: Any) -> None:
             set_progress(n / total if total else None, f"{desc}: {counts}" if desc else counts)
 
 
-def _setup(sock: socket.socket, nice: int) -> _Channel:
+def _setup(sock: socket.socket) -> _Channel:
     """Process-wide setup, once per worker."""
     global _progress
     os.set_inheritable(sock.fileno(), False)  # children of tasks must not hold the socket
-    if nice:
-        with contextlib.suppress(OSError):
-            os.nice(nice)
     faulthandler.enable()
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:
@@ -487,7 +484,13 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     fd = int(args[0])
     nice = int(args[args.index("--nice") + 1]) if "--nice" in args else 0
-    channel = _setup(socket.socket(fileno=fd), nice)
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+    from ._workerguard import guard  # here: kernels import this module and need no guard
+
+    guard(fd)
+    channel = _setup(socket.socket(fileno=fd))
     inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
     threading.Thread(target=channel.read_forever, args=(inbox,), daemon=True).start()
     channel.send({"op": "ready", "pid": os.getpid(), "python": sys.executable})

@@ -81,8 +81,12 @@ def _children(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def trees_rss(pids: Iterable[int]) -> dict[int, int]:
-    """RSS in bytes summed over each given process and its descendants (one ``/proc`` scan)."""
+def trees_rss(pids: Iterable[int], roots: bool = True) -> dict[int, int]:
+    """RSS in bytes summed over each given process and its descendants (one ``/proc`` scan).
+
+    ``roots=False`` leaves the given processes out (a worker's guard: its pages are the
+    worker's, shared since the fork, and would count twice).
+    """
     children: defaultdict[int, list[int]] = defaultdict(list)
     for proc in psutil.process_iter(["ppid"]):
         ppid = proc.info.get("ppid")
@@ -96,8 +100,9 @@ def trees_rss(pids: Iterable[int]) -> dict[int, int]:
             if current in seen:
                 continue
             seen.add(current)
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                total += psutil.Process(current).memory_info().rss
+            if current != pid or roots:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    total += psutil.Process(current).memory_info().rss
             stack.extend(children.get(current, ()))
         usage[pid] = total
     return usage

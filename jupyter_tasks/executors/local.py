@@ -19,6 +19,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Coroutine
 from typing import Any
 
+from .._workerguard import AVAILABLE as GUARDED
 from ..models import MEMORY_LIMIT_EXCEEDED, WORKER_CRASHED, TaskError
 from ._proctree import describe_exit, terminate_tree, trees_rss
 from ._replies import error_outcome
@@ -286,6 +287,8 @@ class LocalExecutor(Executor):
             self._release(worker)
 
     def _start_failed(self, interpreter: str, exc: WorkerStartError) -> None:
+        if self._stopping:
+            return  # stop() killed it while it started: not a failure to report
         self._failures[interpreter] += 1
         self._last_failure = f"{interpreter}: {exc}"
         log.warning("could not start a worker: %s", self._last_failure)
@@ -369,7 +372,7 @@ class LocalExecutor(Executor):
         busy = {w.pid: (w, w.job) for w in self._workers if w.job is not None and not w.doomed}
         if not busy:
             return
-        usage = await asyncio.to_thread(trees_rss, list(busy))
+        usage = await asyncio.to_thread(trees_rss, list(busy), not GUARDED)
         for pid, used in usage.items():
             worker, job = busy[pid]
             # The measurement is only about the job that was running when it was taken.
