@@ -11,7 +11,9 @@ started for the run.  Every row runs the same no-op (``operator.add(1, 2)``):
   (spawned once, then reused), with its log, result frame and events;
 * ``orchestrator``: the whole engine (SQLite file, events), submit -> completed.
 
-Round trip = one task at a time; rate = ``--tasks`` submitted at once and awaited.
+Round trip = one task at a time; rate = ``--tasks`` submitted at once and awaited (the
+executor hands Dask as many at a time as the cluster has threads; the rest wait for a free
+thread in priority order, each shown to the scheduler as a stand-in task).
 The first task on a fresh worker also pays for starting the child process (shown apart).
 """
 

@@ -22,6 +22,7 @@ import tempfile
 import time
 from typing import Any
 
+from .._workerguard import AVAILABLE as GUARDED
 from ..models import MEMORY_LIMIT_EXCEEDED, WORKER_CRASHED
 from ._daskchild import POOL, Child, ChildGone, ChildStartError
 from ._proctree import describe_exit, trees_rss
@@ -303,7 +304,7 @@ class _Attempt:
                 self._check_memory(child, limit)
 
     def _check_memory(self, child: Child, limit: int) -> None:
-        used = trees_rss([child.pid]).get(child.pid, 0)
+        used = trees_rss([child.pid], not GUARDED).get(child.pid, 0)
         if used > limit and not self.memory_used:
             self.memory_used = used
             child.terminate(float(self.options.get("grace", 2.0)))
@@ -374,3 +375,10 @@ async def drain_idle() -> int:
 
     await asyncio.to_thread(stop_all)
     return len(children)
+
+
+def stand_in() -> None:
+    """Stands for an attempt that waits for a free thread; asks a resource no worker has.
+
+    It only shows Dask the waiting work (adaptive clusters scale up to it) and never runs.
+    """

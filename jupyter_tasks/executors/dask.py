@@ -8,6 +8,11 @@ the result comes back as one ``bytes`` frame, so the server never unpickles what
 produced.  With no address, the executor starts and owns a cluster whose scheduler and
 workers are subprocesses (``SubprocessCluster``), never part of the server; a
 ``cluster_factory`` (e.g. a dask-gateway cluster) may make that cluster instead.
+
+Dask gets only as many attempts as its running workers have threads (counted again whenever
+a worker joins or leaves, and every ``COUNT_SECONDS``), so that priorities hold: the others
+wait in ``Slots``, highest priority first, each shown to Dask as a stand-in task
+that no worker can run, so that adaptive clusters still see the backlog and scale up.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import uuid
@@ -28,6 +34,7 @@ from ..models import WORKER_CRASHED
 from . import _dasktask
 from ._dasklog import LogSink
 from ._daskresult import failed, frame_outcome, read_bytes, settled, spec_dict
+from ._daskslots import Slots
 from ._replies import deliver_progress
 from .base import Executor, ExecutorHealth, Outcome, ProgressCallback, RunSpec, TaskKilled
 from .local import DEFAULT_ENV_REMOVE
@@ -47,6 +54,10 @@ MAX_RESUBMITS = 100
 CALLABLE_TYPE = "jupyter_tasks.tasktypes.callable:CallableTask"
 #: Why Dask cancels futures when the scheduler goes away (the task did not run: resubmit).
 RESUBMIT_REASONS = frozenset({"scheduler-connection-lost", "scheduler-restart"})
+#: How often the running workers' threads are counted (also whenever a worker joins or leaves).
+COUNT_SECONDS = 1.0
+#: How often a waiting attempt checks its stand-in (also whenever the connection changes).
+STAND_IN_SECONDS = 5.0
 _RESUBMIT = object()
 
 
@@ -58,6 +69,7 @@ class _Job:
     on_progress: ProgressCallback
     key: str
     log: LogSink
+    order: int  #: arrival order: ties of priority take a free thread oldest first
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     finished: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     future: Any = None
@@ -108,6 +120,12 @@ class DaskExecutor(Executor):
         self._supervisor: asyncio.Task[None] | None = None
         self._jobs: dict[str, _Job] = {}
         self._keys: dict[str, _Job] = {}
+        self._slots = Slots()
+        self._order = itertools.count()
+        self._recount = asyncio.Event()
+        self._link_changed = asyncio.Event()  #: set (and replaced) as connections come and go
+        #: The resource stand-ins ask for: no worker has it, so they wait and never run.
+        self._stand_in_resource = f"{self.topic}-waiting"
         self._detail = "not started"
         self._stopping = False
 
@@ -245,21 +263,57 @@ class DaskExecutor(Executor):
         """Follow the client's state until Dask closes it; (re)subscribe on each connection."""
         assert self._connected is not None
         subscribed = False
-        while client.status not in ("closing", "closed"):
-            running = client.status == "running"
-            if running and not subscribed:
-                client.subscribe_topic(self.topic, self._on_event)
-                client.subscribe_topic("all", self._on_cluster_event)
-                subscribed = True
-                self._detail = ""
-                self._connected.set()
-            elif not running and subscribed:
-                subscribed = False
-                self._connected.clear()
-                self._detail = "lost the connection to the Dask scheduler; reconnecting"
-            await asyncio.sleep(WATCH_SECONDS)
+        counter: asyncio.Task[None] | None = None
+        try:
+            while client.status not in ("closing", "closed"):
+                running = client.status == "running"
+                if running and not subscribed:
+                    client.subscribe_topic(self.topic, self._on_event)
+                    client.subscribe_topic("all", self._on_cluster_event)
+                    subscribed = True
+                    counter = asyncio.create_task(self._count_threads(client))
+                    self._detail = ""
+                    self._connected.set()
+                    self._announce_link()
+                elif not running and subscribed:
+                    subscribed = False
+                    self._connected.clear()
+                    self._announce_link()
+                    await self._stop_counting(counter)
+                    counter = None
+                    self._detail = "lost the connection to the Dask scheduler; reconnecting"
+                await asyncio.sleep(WATCH_SECONDS)
+        finally:
+            await self._stop_counting(counter)
         self._connected.clear()
+        self._announce_link()
         self._detail = "the connection to the Dask scheduler was closed; reconnecting"
+
+    def _announce_link(self) -> None:
+        """Wake the attempts waiting for a thread: their stand-ins belong to a connection."""
+        changed, self._link_changed = self._link_changed, asyncio.Event()
+        changed.set()
+
+    async def _count_threads(self, client: Any) -> None:
+        """Keep the slots' capacity at the threads of the cluster's running workers."""
+        while True:
+            self._recount.clear()
+            try:
+                counts = await asyncio.wait_for(client.scheduler.ncores_running(), 10)
+                self._slots.set_capacity(sum(int(n) for n in dict(counts).values()))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the last count; the watcher sees a lost scheduler
+                log.debug("jupyter-tasks: cannot count the Dask workers' threads: %s", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._recount.wait(), COUNT_SECONDS)
+
+    async def _stop_counting(self, counter: asyncio.Task[None] | None) -> None:
+        """No connection, no threads: attempts that have none wait until the next count."""
+        if counter is not None:
+            counter.cancel()
+            await asyncio.gather(counter, return_exceptions=True)
+        self._slots.set_capacity(0)
 
     async def _drop_client(self, drain: bool) -> None:
         client, self.client = self.client, None
@@ -301,10 +355,14 @@ class DaskExecutor(Executor):
             log.exception("jupyter-tasks: bad event from a Dask worker")
 
     def _on_cluster_event(self, event: Any) -> None:
-        """A worker that leaves fails the attempts it was running (Dask would rerun them)."""
+        """Workers joining or leaving change the count of threads; one that leaves fails the
+        attempts it was running (Dask would rerun them)."""
         with contextlib.suppress(Exception):
             message = event[1]
-            if message.get("action") != "remove-worker":
+            action = message.get("action")
+            if action in ("add-worker", "remove-worker"):
+                self._recount.set()
+            if action != "remove-worker":
                 return
             address = message.get("worker")
             for job in list(self._jobs.values()):
@@ -319,7 +377,7 @@ class DaskExecutor(Executor):
         if self._stopping or self._connected is None:
             raise TaskKilled("the executor is not running")
         key = f"jupyter-task-{spec.task_id}-{spec.attempt}"
-        job = _Job(spec, on_progress, key, LogSink(spec.log_path))
+        job = _Job(spec, on_progress, key, LogSink(spec.log_path), next(self._order))
         self._jobs[spec.task_id] = job
         self._keys[key] = job
         try:
@@ -346,23 +404,81 @@ class DaskExecutor(Executor):
 
     async def _run_job(self, job: _Job) -> Outcome:
         for _ in range(MAX_RESUBMITS):
-            client = await self._client_for(job)
-            job.started, job.worker, job.pid = False, None, None
-            job.future = client.submit(
-                _dasktask.run_task,
-                spec_dict(job.spec),
-                await self._blob_arg(client, job.spec),
-                self._options(job),
-                key=job.key,
-                priority=job.spec.priority,
-                pure=False,
-                retries=0,
-            )
-            ended = await self._until_end(job)
+            self._release(job)  # a resubmission: the cancelled future must not answer for it
+            await self._take_slot(job)
+            try:
+                client = await self._client_for(job)
+                job.started, job.worker, job.pid = False, None, None
+                job.future = client.submit(
+                    _dasktask.run_task,
+                    spec_dict(job.spec),
+                    await self._blob_arg(client, job.spec),
+                    self._options(job),
+                    key=job.key,
+                    priority=job.spec.priority,
+                    pure=False,
+                    retries=0,
+                )
+                ended = await self._until_end(job)
+            finally:
+                self._slots.release()
             if ended is not _RESUBMIT:
                 assert isinstance(ended, Outcome)
                 return ended
         return failed(WORKER_CRASHED, "the Dask scheduler kept going away; giving up")
+
+    async def _take_slot(self, job: _Job) -> None:
+        """Wait for a free thread of the cluster: highest priority first, ties oldest first.
+
+        While it waits, a stand-in Dask task shows the attempt to the scheduler.
+        """
+        granted = self._slots.claim(job.spec.priority, job.order)
+        stand_in: Any = None
+        try:
+            while not granted.done():
+                if job.killed:
+                    raise TaskKilled(f"task {job.spec.task_id} was killed")
+                link = self._link_changed
+                stand_in = self._stand_in(job, stand_in)
+                helpers = [asyncio.ensure_future(e.wait()) for e in (job.wake, link)]
+                waits: set[asyncio.Future[Any]] = {granted, *helpers}
+                try:
+                    await asyncio.wait(waits, timeout=STAND_IN_SECONDS, return_when=FIRST_COMPLETED)
+                finally:
+                    for helper in helpers:
+                        helper.cancel()
+        except BaseException:
+            self._slots.withdraw(granted)
+            raise
+        finally:
+            if stand_in is not None:
+                with contextlib.suppress(Exception):
+                    stand_in.release()
+
+    def _stand_in(self, job: _Job, current: Any) -> Any:
+        """The attempt's stand-in on the current connection (a new one if it was lost)."""
+        client = self.client
+        assert self._connected is not None
+        usable = client is not None and self._connected.is_set() and client.status == "running"
+        if current is not None:
+            if usable and current.client is client and current.status == "pending":
+                return current
+            with contextlib.suppress(Exception):
+                current.release()
+        if not usable:
+            return None
+        try:
+            return client.submit(
+                _dasktask.stand_in,
+                key=f"{job.key}-waiting-{next(self._order)}",
+                resources={self._stand_in_resource: 1},
+                priority=job.spec.priority,
+                pure=False,
+                retries=0,
+            )
+        except Exception as exc:  # only the scale-up signal is lost
+            log.debug("jupyter-tasks: no stand-in for task %s: %s", job.spec.task_id, exc)
+            return None
 
     async def _client_for(self, job: _Job) -> Any:
         """The connected client; waits (the task stays queued) while there is none."""

@@ -134,6 +134,19 @@ def own_cli_cluster(tmp_path: Path) -> Iterator[tuple[CliCluster, dict[str, int]
         cluster.stop()
 
 
+@pytest.fixture
+def bare_cli_cluster(tmp_path: Path) -> Iterator[CliCluster]:
+    """A scheduler with no worker yet; the test starts one with ``start_worker()``."""
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    cluster = CliCluster(logs=logs)
+    try:
+        cluster.start_scheduler()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="module")
 def local_cluster() -> Iterator[Cluster]:
     from distributed import Client, LocalCluster

@@ -18,11 +18,19 @@ class Thing:
         self.payload = b"x" * size
 
 
+def ancestors() -> list[int]:
+    """The pids above this process, nearest first: the Dask worker is one of them."""
+    import psutil
+
+    return [parent.pid for parent in psutil.Process().parents()]
+
+
 def where() -> dict[str, object]:
-    """Where this task runs: its pid, its parent (the Dask worker) and the worker's address."""
+    """Where this task runs: its pid, its parent, its ancestors and the worker's address."""
     return {
         "pid": os.getpid(),
         "ppid": os.getppid(),
+        "ancestors": ancestors(),
         "worker": os.environ.get("JUPYTER_TASKS_DASK_WORKER"),
     }
 
@@ -48,9 +56,10 @@ def progress_then_wait(gate: str) -> str:
 
 
 def sleeper_with_child(pidfile: str) -> None:
-    """Start a child, write both pids (and the Dask worker's), then sleep until killed."""
+    """Start a child, write both pids (then the ancestors'), then sleep until killed."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    write_atomically(pidfile, f"{os.getpid()} {child.pid} {os.getppid()}")
+    above = " ".join(str(pid) for pid in ancestors())
+    write_atomically(pidfile, f"{os.getpid()} {child.pid} {above}")
     time.sleep(600)
 
 

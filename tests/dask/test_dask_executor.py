@@ -61,11 +61,19 @@ def where_function() -> Any:
     namespace: dict[str, Any] = {"__name__": "__main__"}
     exec(
         "def where(tag):\n"
-        "    import os\n"
-        "    return tag, os.environ['JUPYTER_TASKS_DASK_WORKER'], os.getppid()\n",
+        "    import os, psutil\n"
+        "    above = [parent.pid for parent in psutil.Process().parents()]\n"
+        "    return tag, os.environ['JUPYTER_TASKS_DASK_WORKER'], above\n",
         namespace,
     )
     return namespace["where"]
+
+
+def worker_above(cluster: Cluster, ancestors: list[int]) -> int:
+    """The Dask worker a task process runs under (one of its ancestors)."""
+    workers = [pid for pid in ancestors if pid in cluster.worker_pids.values()]
+    assert workers, f"no Dask worker among the task's ancestors {ancestors}"
+    return int(workers[0])
 
 
 def callable_request(python: str | None = None) -> TaskRequest:
@@ -123,12 +131,13 @@ async def test_every_type_runs_on_the_cluster(
     for task in tasks:
         assert task.status == TaskStatus.COMPLETED, task.error
     values = [(await orch.result(task.task_id)).preview["value"] for task in tasks]
-    python, _, (tag, callable_worker, callable_ppid), nb = values
-    assert python["worker"] in cluster.worker_pids
-    assert python["ppid"] == cluster.worker_pids[python["worker"]]  # a child of the Dask worker
+    python, _, (tag, callable_worker, callable_above), nb = values
+    assert python["worker"] in cluster.worker_pids  # under the Dask worker it names
+    assert worker_above(cluster, python["ancestors"]) == cluster.worker_pids[python["worker"]]
     shell_log = (await orch.logs(tasks[1].task_id))[0].decode()
     assert shell_log.strip() in cluster.worker_pids
-    assert tag == "hello" and callable_ppid == cluster.worker_pids[callable_worker]
+    assert tag == "hello"
+    assert worker_above(cluster, callable_above) == cluster.worker_pids[callable_worker]
     assert nb["scraps"]["worker"] in cluster.worker_pids
     assert nb["last_value"] == "'from-test'"
     assert (root / nb["output_path"]).is_file()
@@ -179,8 +188,8 @@ async def test_cancel_and_timeout_stop_the_process_on_the_worker(
     assert warm.status == TaskStatus.COMPLETED
     timeout = {"timeout_seconds": 4} if how == "timeout" else {}
     task = await orch.submit(py("sleeper_with_child", str(pidfile), **timeout))
-    pid, child, worker_pid = await read_pids(orch, task, pidfile)
-    assert worker_pid in cli_cluster.worker_pids.values()
+    pid, child, *above = await read_pids(orch, task, pidfile)
+    worker_pid = worker_above(cli_cluster, above)
     if how == "cancel":
         cancelled = await orch.cancel(task.task_id)
         assert cancelled.status == TaskStatus.CANCELLED
@@ -202,8 +211,9 @@ async def test_a_killed_dask_worker_fails_its_task(
     orch = await make_orch(cluster.address)
     pidfile = tmp_path / "pids"
     task = await orch.submit(py("sleeper_with_child", str(pidfile)))
-    pid, child, worker_pid = await read_pids(orch, task, pidfile)
-    (address,) = [a for a, p in pids.items() if p == worker_pid]
+    pid, child, *above = await read_pids(orch, task, pidfile)
+    (address,) = [a for a, p in pids.items() if p in above]
+    worker_pid = pids[address]
     os.kill(worker_pid, signal.SIGKILL)
     done = await orch.wait(task.task_id, HANG)
     assert done.status == TaskStatus.FAILED and done.error is not None
@@ -257,25 +267,52 @@ async def test_results_come_back_as_bytes_never_unpickled(
     assert not any(b"taskmods" in data for data in seen)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open defect: a task queued behind a busy Dask worker runs in submission order;"
-    " the priority reaches client.submit but does not reorder it yet",
-)
 async def test_priorities_order_tasks_queued_in_dask(
     cli_cluster: Cluster, make_orch: MakeOrch, tmp_path: Path
 ) -> None:
     orch = await make_orch(cli_cluster.address, max_workers=4)  # more than the worker's one thread
+    executor: Any = orch.executor
     gate, order = tmp_path / "gate", tmp_path / "order"
     first = await orch.submit(py("record", str(order), "first", str(gate)))
     await until(lambda: _started(orch, first.task_id), "the first task to start")
     low = await orch.submit(py("record", str(order), "low", priority=1))
     high = await orch.submit(py("record", str(order), "high", priority=10))
-    await until(lambda: orch.health()["running"] == 3, "all three handed to Dask")
+    await until(lambda: executor._slots.waiting == 2, "both to wait for the worker's thread")
+    assert executor._slots.used == 1  # Dask holds only what it can run at once
     gate.write_text("go")
     for task in (first, low, high):
         assert (await orch.wait(task.task_id, HANG)).status == TaskStatus.COMPLETED
     assert order.read_text().split() == ["first", "high", "low"]
+
+
+async def test_tasks_wait_for_workers_and_dask_sees_them_waiting(
+    bare_cli_cluster: Any, make_orch: MakeOrch
+) -> None:
+    """No worker yet: tasks wait, shown to the scheduler (adaptive clusters scale up to them)."""
+    orch = await make_orch(bare_cli_cluster.address)
+    executor: Any = orch.executor
+    tasks = [await orch.submit(py("where")) for _ in range(2)]
+    await until(lambda: executor._slots.waiting == 2, "both tasks to wait for a thread")
+
+    def backlog(dask_scheduler: Any) -> tuple[int, int]:
+        return len(dask_scheduler.unrunnable), dask_scheduler.adaptive_target()
+
+    deadline = time.monotonic() + HANG
+    while (seen := await executor.client.run_on_scheduler(backlog))[0] < 2:
+        assert time.monotonic() < deadline, f"the scheduler never saw the backlog: {seen}"
+        await asyncio.sleep(0.05)
+    assert seen[1] >= 1  # the scheduler asks for a worker
+    bare_cli_cluster.start_worker()
+    for task in tasks:
+        done = await orch.wait(task.task_id, HANG)
+        assert done.status == TaskStatus.COMPLETED, done.error
+    assert executor._slots.capacity == 1 and executor._slots.used == 0
+
+    def keys(dask_scheduler: Any) -> list[str]:
+        return [str(key) for key in dask_scheduler.tasks]
+
+    await asyncio.sleep(0.2)  # the stand-ins' release reaches the scheduler
+    assert not [key for key in await executor.client.run_on_scheduler(keys) if "waiting" in key]
 
 
 def _started(orch: Orchestrator, task_id: str) -> bool:

@@ -21,6 +21,7 @@ pytest.importorskip("distributed")
 from support import run_spec
 
 from jupyter_tasks.executors._dasklog import LOST, LogSink
+from jupyter_tasks.executors._daskslots import Slots
 from jupyter_tasks.executors._dasktask import decode_frame, encode_frame
 from jupyter_tasks.executors.base import RunSpec, TaskKilled
 from jupyter_tasks.executors.dask import INLINE_BLOB_MAX, DaskExecutor
@@ -92,8 +93,9 @@ async def test_callable_runs_anywhere_with_the_workers_python(
 ) -> None:
     where = by_value(
         "def where(tag):\n"
-        "    import os, sys\n"
-        "    return tag, os.getcwd(), sys.executable, os.getppid()\n",
+        "    import os, sys, psutil\n"
+        "    above = [parent.pid for parent in psutil.Process().parents()]\n"
+        "    return tag, os.getcwd(), sys.executable, above\n",
         "where",
     )
     payload = base64.b64encode(cloudpickle.dumps((where, ("hi",), {}))).decode()
@@ -104,8 +106,9 @@ async def test_callable_runs_anywhere_with_the_workers_python(
         root_dir="/nonexistent/root",
     )
     outcome = await executor.run(spec, noprogress)
-    tag, cwd, python, ppid = result_of(outcome)
-    assert tag == "hi" and python == sys.executable and ppid in cli_cluster.worker_pids.values()
+    tag, cwd, python, above = result_of(outcome)
+    assert tag == "hi" and python == sys.executable
+    assert set(above) & set(cli_cluster.worker_pids.values())  # under the Dask worker
     assert not cwd.startswith("/nonexistent")  # a scratch directory on the worker
     log = Path(spec.log_path).read_text()
     assert "/nonexistent/python does not exist on Dask worker" in log
@@ -212,8 +215,36 @@ async def test_priorities_map_to_dask_priorities(
     gate.write_text("go")
     for outcome in await asyncio.wait_for(asyncio.gather(*running), HANG):
         assert outcome.ok, outcome.error
-    ran = order.read_text().split()
-    assert ran[0] == "first" and ran.index("high") < ran.index("low3"), ran
+    assert order.read_text().split() == ["first", "high", "low1", "low2", "low3"]
+
+
+async def test_slots_go_to_the_highest_priority_then_the_oldest() -> None:
+    slots = Slots()
+    arrivals = [("low1", 1), ("mid", 5), ("low2", 1), ("high", 10), ("gone", 10)]
+    claims = {name: slots.claim(prio, order) for order, (name, prio) in enumerate(arrivals)}
+    assert slots.waiting == 5 and not any(claim.done() for claim in claims.values())
+    slots.withdraw(claims.pop("gone"))  # a killed task gives its place up
+    granted: list[str] = []
+
+    def grant_next() -> None:
+        for name, claim in claims.items():
+            if claim.done() and name not in granted:
+                granted.append(name)
+
+    slots.set_capacity(1)  # a worker joined
+    grant_next()
+    assert granted == ["high"] and slots.used == 1
+    for _ in range(3):
+        slots.release()
+        grant_next()
+    assert granted == ["high", "mid", "low1", "low2"] and slots.waiting == 0
+    slots.withdraw(claims["low2"])  # a granted claim given up frees its slot
+    assert slots.used == 0
+    slots.set_capacity(0)  # the cluster went away: nothing more is granted
+    late = slots.claim(1, 99)
+    assert not late.done()
+    slots.set_capacity(2)
+    assert late.done() and slots.used == 1
 
 
 def _fields(spec: RunSpec) -> dict[str, Any]:
