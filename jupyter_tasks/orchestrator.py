@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .blobs import BlobWriter, remove_files
-from .errors import InvalidParameters, InvalidTransition, NoResult, QueueFull, TaskNotFound
+from .errors import (
+    InvalidParameters,
+    InvalidTransition,
+    NoResult,
+    QueueFull,
+    StoreUnavailable,
+    TaskNotFound,
+    UnknownTaskType,
+)
 from .events import EventHub, Subscription
 from .executors.base import Executor, Outcome, RunSpec, TaskKilled
 from .models import (
@@ -164,11 +172,16 @@ class Orchestrator:
         if self._runs:
             await asyncio.wait(self._runs, timeout=self.config.kill_grace_seconds + 30)
         await asyncio.gather(*self._loops, return_exceptions=True)
-        await self._flush_progress()
-        for task in await self.store.adopt(self.owner.owner_id, [self.owner.owner_id], time.time()):
-            self._publish(task)
-        self.events.close()
-        await self.store.close()
+        try:
+            await self._flush_progress()
+            now = time.time()
+            for task in await self.store.adopt(self.owner.owner_id, [self.owner.owner_id], now):
+                self._publish(task)
+        except StoreUnavailable as exc:  # a full disk: the next start settles these tasks
+            log.warning("jupyter-tasks: could not settle running tasks at stop: %s", exc)
+        finally:
+            self.events.close()
+            await self.store.close()
 
     # -- submit ------------------------------------------------------------------------------
 
@@ -177,6 +190,26 @@ class Orchestrator:
         task_type.validate(
             request.parameters, SubmitContext(self.config.root_dir, self.store.blob_dir)
         )
+
+    def _validate_all(self, requests: builtins.list[TaskRequest], batch: bool) -> None:
+        """Validate each request; in a batch the error names the failing item's index."""
+        for index, request in enumerate(requests):
+            try:
+                self._validate(request)
+            except InvalidParameters as exc:
+                exc.index = index if batch else None
+                raise
+            except UnknownTaskType as exc:
+                if not batch:
+                    raise
+                raise InvalidParameters(str(exc), field="task_type", index=index) from None
+
+    async def _validated(self, requests: builtins.list[TaskRequest], batch: bool) -> None:
+        """Validate off the loop when a task type reads files (a notebook may be large)."""
+        if any(self.registry.reads_files(r.task_type) for r in requests):
+            await asyncio.to_thread(self._validate_all, requests, batch)
+        else:
+            self._validate_all(requests, batch)
 
     def _check_room(self, count: int) -> None:
         if len(self._queued) + count > self.config.max_queue_size:
@@ -192,7 +225,7 @@ class Orchestrator:
         When a worker slot is free and nothing waits, the task starts in the same
         transaction that stores it: the idle engine's round trip pays for one commit.
         """
-        self._validate(request)
+        await self._validated([request], batch=False)
         self._check_room(1)
         run = self._claim_idle_slot()
         try:
@@ -224,12 +257,7 @@ class Orchestrator:
 
     async def submit_batch(self, requests: list[TaskRequest]) -> list[Task]:
         """All or nothing, in one transaction, under one group id; errors name the index."""
-        for index, request in enumerate(requests):
-            try:
-                self._validate(request)
-            except InvalidParameters as exc:
-                exc.index = index
-                raise
+        await self._validated(requests, batch=True)
         self._check_room(len(requests))
         group = new_task_id()
         pairs = [(new_task_id(), r) for r in requests]
@@ -331,7 +359,15 @@ class Orchestrator:
         # The worker is free again: let the next task start while this one is recorded, so
         # both transitions can share one commit.
         self._release_slot(run)
-        await self._settle(run, task, outcome)
+        delay = 0.5
+        while True:
+            try:
+                await self._settle(run, task, outcome)
+                return
+            except StoreUnavailable as exc:  # a full or read-only disk: record the end later
+                log.warning("jupyter-tasks: task %s ended, not recorded yet: %s", run.task_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _release_slot(self, run: _Run) -> None:
         if run.holds_slot:

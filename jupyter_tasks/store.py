@@ -40,6 +40,9 @@ _COLUMNS = (
     " error"
 )
 
+#: The same columns named through ``tasks`` (for joins).
+_TASK_COLUMNS = ", ".join(f"tasks.{name.strip()}" for name in _COLUMNS.split(","))
+
 # Each entry migrates from version N-1 to N; append, never edit, so old databases upgrade.
 _MIGRATIONS: list[str] = [
     """
@@ -611,17 +614,28 @@ class Store:
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Task], str | None]:
-        """A page newest first; the cursor is the last ``seq`` seen."""
-        where, args = self._filters(statuses, task_type, group, tag)
+        """A page newest first; the cursor is the last ``seq`` seen.
+
+        A tag page is driven by ``task_tags``' (tag, seq) key, so it reads one page's
+        worth of rows however many tasks carry the tag.
+        """
+        where, args = self._filters(statuses, task_type, group)
+        seq = "task_tags.seq" if tag is not None else "seq"
+        if tag is not None:
+            where.insert(0, "task_tags.tag = ?")
+            args.insert(0, tag)
         if cursor is not None:
             if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
                 raise InvalidParameters("not a cursor this server gave out", field="cursor")
-            where.append("seq < ?")
+            where.append(f"{seq} < ?")
             args.append(int(cursor))
-        sql = f"SELECT {_COLUMNS} FROM tasks"
+        if tag is not None:
+            sql = f"SELECT {_TASK_COLUMNS} FROM task_tags JOIN tasks ON tasks.seq = task_tags.seq"
+        else:
+            sql = f"SELECT {_COLUMNS} FROM tasks"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
+        sql += f" ORDER BY {seq} DESC LIMIT ?"
         args.append(limit + 1)
 
         def read() -> tuple[list[Task], str | None]:
@@ -638,7 +652,6 @@ class Store:
         statuses: Sequence[TaskStatus] | None,
         task_type: str | None,
         group: str | None,
-        tag: str | None,
     ) -> tuple[list[str], list[Any]]:
         where: list[str] = []
         args: list[Any] = []
@@ -651,9 +664,6 @@ class Store:
         if group is not None:
             where.append("group_id = ?")
             args.append(group)
-        if tag is not None:
-            where.append("seq IN (SELECT seq FROM task_tags WHERE tag = ?)")
-            args.append(tag)
         return where, args
 
     async def unfinished(self, task_ids: Sequence[str] | None, group: str | None) -> list[Task]:

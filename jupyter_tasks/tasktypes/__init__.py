@@ -80,6 +80,11 @@ class TaskTypeRegistry:
         except KeyError:
             raise UnknownTaskType(name, self.names()) from None
 
+    def reads_files(self, name: str) -> bool:
+        """Whether validating a task of this type reads files (unknown names: no)."""
+        task_type = self._types.get(name)
+        return task_type is not None and task_type.validate_reads_files
+
     def __contains__(self, name: object) -> bool:
         return name in self._types
 

@@ -47,6 +47,8 @@ class TaskType:
     name: ClassVar[str]
     description: ClassVar[str]
     Parameters: ClassVar[type[BaseModel]]
+    #: True when ``validate`` reads files (a notebook): the engine then runs it in a thread.
+    validate_reads_files: ClassVar[bool] = False
 
     @classmethod
     def type_path(cls) -> str:
@@ -87,17 +89,26 @@ def resolve_inside(root_dir: str, path: str | None, field: str) -> Path:
     root = Path(root_dir).resolve()
     if path is None or path == "":
         return root
-    candidate = (root / path).resolve()
+    try:
+        candidate = (root / path).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop
+        reason = "a symlink loop" if "loop" in str(exc).lower() else "not a usable path"
+        raise InvalidParameters(f"path {shown_path(path)}: {reason}", field=field) from None
     if candidate != root and root not in candidate.parents:
         raise InvalidParameters(
-            f"path {path!r} is outside the server's root directory", field=field
+            f"path {shown_path(path)} is outside the server's root directory", field=field
         )
     return candidate
+
+
+def shown_path(path: str) -> str:
+    """A path as an error message quotes it: its repr, cut short."""
+    return repr(path) if len(path) <= 200 else repr(path[:200]) + "..."
 
 
 def check_dir_inside(root_dir: str, path: str | None, field: str) -> str:
     """``resolve_inside`` plus: it must be an existing directory."""
     resolved = resolve_inside(root_dir, path, field)
-    if not resolved.is_dir():
-        raise InvalidParameters(f"directory {path!r} does not exist", field=field)
+    if not os.path.isdir(resolved):  # False, not an error, for a name too long
+        raise InvalidParameters(f"directory {shown_path(path or '')} does not exist", field=field)
     return os.fspath(resolved)

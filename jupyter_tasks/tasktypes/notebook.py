@@ -31,7 +31,14 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import InvalidParameters
-from .base import SubmitContext, TaskContext, TaskType, check_dir_inside, resolve_inside
+from .base import (
+    SubmitContext,
+    TaskContext,
+    TaskType,
+    check_dir_inside,
+    resolve_inside,
+    shown_path,
+)
 
 SCRAP_KEY = "jupyter_tasks"
 PARAMETERS_TAG = "parameters"
@@ -98,12 +105,14 @@ class NotebookTask(TaskType):
     name = "notebook"
     description = "Run a notebook (.ipynb) with injected parameters; saves the executed copy."
     Parameters = NotebookParameters
+    validate_reads_files = True  # it opens the notebook to check it
 
     def validate(self, parameters: dict[str, Any], ctx: SubmitContext) -> None:
         params = self._parse(parameters)
         source = resolve_inside(ctx.root_dir, params.path, "parameters.path")
-        if not source.is_file():
-            raise InvalidParameters(f"no notebook {params.path!r}", field="parameters.path")
+        if not os.path.isfile(source):  # False, not an error, for a name too long
+            message = f"no notebook {shown_path(params.path)}"
+            raise InvalidParameters(message, field="parameters.path")
         if source.suffix != ".ipynb":
             raise InvalidParameters("not a .ipynb file", field="parameters.path")
         language = _check_notebook(source)
@@ -112,7 +121,7 @@ class NotebookTask(TaskType):
             raise InvalidParameters(message, field="parameters.parameters")
         if params.output_path is not None:
             output = resolve_inside(ctx.root_dir, params.output_path, "parameters.output_path")
-            if output.suffix != ".ipynb" or output.is_dir() or output == source:
+            if output.suffix != ".ipynb" or os.path.isdir(output) or output == source:
                 message = "must name a new .ipynb file (not the input notebook)"
                 raise InvalidParameters(message, field="parameters.output_path")
         if params.cwd is not None:
