@@ -12,8 +12,11 @@ route answers 503 with the reason if it cannot start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jupyter_server.extension.application import ExtensionApp
@@ -40,6 +43,9 @@ URL_ENV = "JUPYTER_TASKS_URL"
 TOKEN_ENV = "JUPYTER_TASKS_TOKEN"
 
 _WILDCARD_HOSTS = {"", "0.0.0.0", "localhost", "*"}
+#: Seconds between starts of an engine that failed to start (a full disk or a read-only
+#: database may be fixed meanwhile); requests and /tasks/health start it again.
+START_RETRY_SECONDS = 2.0
 
 
 class EngineStartError(RuntimeError):
@@ -208,7 +214,9 @@ class TasksApp(ExtensionApp):
     orchestrator: Orchestrator | None = None
     kernel_token = ""
     _loaded = False
+    _stopping = False
     _start_task: asyncio.Future[None] | None = None
+    _start_failed_at = 0.0
 
     def initialize_settings(self) -> None:
         """The kernel credential and the kernels' environment (the engine comes later)."""
@@ -268,10 +276,32 @@ class TasksApp(ExtensionApp):
         await self.ensure_started()
 
     def ensure_started(self) -> asyncio.Future[None]:
-        """Start the engine once; every caller awaits the same start."""
-        if self._start_task is None:
-            self._start_task = asyncio.ensure_future(self._start_engine())
-        return self._start_task
+        """Start the engine once; every caller awaits the same start.
+
+        A start that failed is made again, at most every ``START_RETRY_SECONDS``.
+        """
+        task = self._start_task
+        if task is None or (
+            self.start_error is not None
+            and not self._stopping
+            and time.monotonic() - self._start_failed_at >= START_RETRY_SECONDS
+        ):
+            task = self._start_task = asyncio.ensure_future(self._start_engine())
+        return task
+
+    def retry_start(self) -> None:
+        """Start again, in the background, an engine whose start failed (see ``ensure_started``)."""
+        if self.start_error is not None:
+            self.ensure_started()
+
+    @property
+    def start_error(self) -> str | None:
+        """Why the last start of the engine failed; None while it starts or once it runs."""
+        task = self._start_task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        exc = task.exception()
+        return None if exc is None else str(exc)
 
     async def _start_engine(self) -> None:
         if not self._loaded:
@@ -280,8 +310,15 @@ class TasksApp(ExtensionApp):
             self.orchestrator = await asyncio.to_thread(self._build_engine)
             await self.orchestrator.start()
         except Exception as exc:
-            self.log.error("jupyter_tasks: the task engine failed to start: %s", exc, exc_info=True)
-            raise EngineStartError(f"the task engine failed to start: {exc}") from exc
+            first = not self._start_failed_at
+            self._start_failed_at = time.monotonic()
+            await self._discard_engine()
+            db_path = Path(os.path.abspath(os.path.expanduser(self.db_path)))
+            reason = f"{exc}{await asyncio.to_thread(_disk_hint, db_path)}"
+            self.log.error(
+                "jupyter_tasks: the task engine failed to start: %s", reason, exc_info=first
+            )
+            raise EngineStartError(f"the task engine failed to start: {reason}") from exc
         self.log.info("jupyter_tasks: task engine started (db %s)", self.db_path)
 
     def _build_engine(self) -> Orchestrator:
@@ -292,6 +329,32 @@ class TasksApp(ExtensionApp):
         config = self.engine_config()
         return Orchestrator(config, executor=self._make_executor(config))
 
+    async def _discard_engine(self) -> None:
+        """Release what a failed start left open (workers, the database): a retry starts clean."""
+        orchestrator, self.orchestrator = self.orchestrator, None
+        if orchestrator is None:
+            return
+        for part in (orchestrator.executor.stop, orchestrator.store.close):
+            with contextlib.suppress(Exception):
+                await part()
+
+    async def store_problem(self) -> str | None:
+        """Why the task database takes no writes now, or None while it does.
+
+        One small write answers (the owner's heartbeat, through the store's usual commit):
+        a full disk or a read-only database shows here as it happens, and so does its end.
+        """
+        from .errors import StoreUnavailable
+
+        orchestrator = self.orchestrator
+        if orchestrator is None:
+            return "the task engine is not running"
+        try:
+            await orchestrator.store.heartbeat(orchestrator.owner.owner_id, time.time())
+        except StoreUnavailable as exc:
+            return f"{exc}{await asyncio.to_thread(_disk_hint, orchestrator.store.db_path)}"
+        return None
+
     @property
     def engine_running(self) -> bool:
         """True once the engine started successfully (and until it stops)."""
@@ -300,6 +363,7 @@ class TasksApp(ExtensionApp):
 
     async def stop_extension(self) -> None:
         """Close event streams, stop the engine (workers, loops), restore the environment."""
+        self._stopping = True
         for socket in list(getattr(self, "event_sockets", ())):
             socket.close(1001, "server shutting down")
         task = self._start_task
@@ -309,9 +373,13 @@ class TasksApp(ExtensionApp):
             if not done:
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        if self.orchestrator is not None:
-            await self.orchestrator.stop()
-        self._restore_kernel_env()
+        try:
+            if self.orchestrator is not None:
+                await self.orchestrator.stop()
+        except Exception:  # a full or read-only disk must not keep the server from exiting
+            self.log.exception("jupyter_tasks: the task engine did not stop cleanly")
+        finally:
+            self._restore_kernel_env()
 
     # -- the kernels' environment -------------------------------------------------------------
 
@@ -347,6 +415,23 @@ class TasksApp(ExtensionApp):
             else:
                 os.environ[name] = value
         saved.clear()
+
+
+def _disk_hint(db_path: Path) -> str:
+    """What the file system says of the database: a read-only or a full one, else nothing."""
+    directory = db_path.parent
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return ""
+    if stats.f_flag & os.ST_RDONLY:
+        return f" ({directory} is on a read-only file system)"
+    if stats.f_bavail == 0:
+        return f" (no space left on the device of {directory})"
+    for path in (db_path, db_path.with_name(db_path.name + "-wal"), directory):
+        if path.exists() and not os.access(path, os.W_OK):
+            return f" ({path} is read-only)"
+    return ""
 
 
 def _at_least(proposal: dict[str, Any], minimum: int) -> int:

@@ -41,7 +41,11 @@ these routes only). A request without valid credentials gets **403**, never
 batch, blobs and rerun; `write` for cancel and delete; `read` for the rest.
 
 **Errors** are JSON `{"message": "..."}`; a 400 names the wrong field
-(`priority: ...`, `tasks[3].description: ...`).
+(`priority: ...`, `tasks[3].description: ...`), and so does a 404 for an id that
+is not a task id (`task_id: ...`). A message quoting a very long input is shortened.
+Paths in parameters must resolve inside the server's root directory (symlinks
+followed). Requests whose `Host` is not the server's get 403; a browser session
+from a foreign `Origin` gets 404.
 
 **Types are strict**: `"5"`, `true` and `1.0` are not integers, and unknown
 fields are refused. (JSON Schema cannot tell `1.0` from `1`; this server can.)
@@ -159,6 +163,7 @@ def _shared_schemas(max_batch: int) -> dict[str, Any]:
                 "queued": {"type": "integer", "minimum": 0},
                 "running": {"type": "integer", "minimum": 0},
                 "workers": {"type": "integer", "minimum": 0},
+                "detail": {"type": "string", "description": "why it is not working (503 only)"},
             },
             ["healthy", "accepting", "queued", "running", "workers"],
             extra=True,
@@ -363,7 +368,11 @@ def _paths() -> dict[str, Any]:
                 "summary": "Engine health (action: read).",
                 "responses": {
                     "200": _json("Health", "Working (accepting is false when the queue is full)."),
-                    "503": _json("Health", "Not working: workers dead or store unavailable."),
+                    "503": _json(
+                        "Health",
+                        "Not working: workers dead, or the store takes no writes (a full disk,"
+                        " a read-only database); the reason is in detail.",
+                    ),
                     **_errors(),
                 },
             },

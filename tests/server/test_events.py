@@ -12,7 +12,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClientConnection
 
-from jupyter_tasks.handlers import CLOSE_FELL_BEHIND, EventsHandler
+from jupyter_tasks.eventstream import CLOSE_FELL_BEHIND, EventsHandler
 
 from .conftest import HANG, Api, error_of, python_task
 

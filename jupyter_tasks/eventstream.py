@@ -1,0 +1,134 @@
+"""``GET /tasks/events``: the WebSocket that streams task events, a snapshot first."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from jupyter_server.auth.decorator import ws_authenticated
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from tornado import web
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from .errors import InvalidParameters
+from .handlerbase import TasksHandlerMixin, authorized
+
+if TYPE_CHECKING:
+    from .orchestrator import Subscription
+
+#: WebSocket close code for a subscriber that fell behind: reconnect for a fresh snapshot.
+CLOSE_FELL_BEHIND = 4001
+
+
+class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs JupyterHandler's
+    TasksHandlerMixin, WebSocketMixin, WebSocketHandler, JupyterHandler
+):
+    """``GET /tasks/events`` (WebSocket): a snapshot, then every event with its ``seq``.
+
+    Subscribes before taking the snapshot, so no event falls between the two.
+    Writes are bounded twice: at most ``max_unflushed`` messages wait in the
+    socket's buffer, and the engine drops a subscription with more than
+    ``max_pending`` undelivered events; a dropped subscriber is closed with
+    ``CLOSE_FELL_BEHIND`` and may reconnect for a fresh snapshot.
+    """
+
+    max_pending: ClassVar[int] = 10_000
+    max_unflushed: ClassVar[int] = 256
+    write_stall_seconds: ClassVar[float] = 30.0
+    _pump: asyncio.Future[None] | None = None
+
+    def set_default_headers(self) -> None:
+        """No HTML security headers on a WebSocket handshake."""
+
+    @ws_authenticated
+    @authorized("read")
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        origin = self.get_origin()
+        if origin is not None and not self.check_origin(origin):  # before any other answer
+            raise web.HTTPError(403, "cross-origin request refused")
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise web.HTTPError(400, "this route is a WebSocket: send an Upgrade request")
+        self._task_ids = self.get_arguments("task_id")
+        for task_id in self._task_ids:
+            if len(task_id) != 32 or any(c not in "0123456789abcdef" for c in task_id):
+                raise InvalidParameters("must be 32 lower-case hex characters", field="task_id")
+        self._group = self.get_argument("group", None)
+        self._engine = await self.engine()
+        await super().get(*args, **kwargs)
+
+    async def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().open()
+        self.tasks_app.event_sockets.add(self)
+        task_ids = self._task_ids or None
+        subscription = self._engine.subscribe(task_ids, self._group, self.max_pending)
+        try:
+            snapshot = await self._engine.snapshot(task_ids, self._group)
+        except Exception:
+            self.log.exception("jupyter_tasks: no snapshot for an event stream")
+            subscription.close()
+            self.close(1011, "the task store cannot be read")
+            return
+        if self.ws_connection is None:
+            subscription.close()
+            return
+        tasks = [task.to_json() for task in snapshot]
+        self.write_message(_dumps({"event": "snapshot", "tasks": tasks}))
+        self._pump = asyncio.ensure_future(self._forward(subscription))
+
+    async def _forward(self, subscription: Subscription) -> None:
+        """Owned by this socket: started in ``open``, cancelled in ``on_close``."""
+        try:
+            unflushed = 0
+            async for event in subscription:
+                written = self.write_message(_dumps(event))
+                unflushed = 0 if written.done() else unflushed + 1
+                if unflushed >= self.max_unflushed:
+                    if not await self._flushed(written, subscription):
+                        self.close(CLOSE_FELL_BEHIND, "subscriber fell behind")
+                        return
+                    unflushed = 0
+            if subscription.dropped:
+                self.close(CLOSE_FELL_BEHIND, "subscriber fell behind")
+            else:
+                self.close(1001, "event stream ended")
+        except (WebSocketClosedError, StreamClosedError):
+            pass
+        finally:
+            subscription.close()
+
+    async def _flushed(self, written: asyncio.Future[None], subscription: Subscription) -> bool:
+        """Wait until the socket has taken ``written``; False when it stalls for
+        ``write_stall_seconds``, or at once when the engine drops the subscription meanwhile
+        (``max_pending`` events behind): its events are released as soon as it is closed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.write_stall_seconds
+        while not written.done():
+            left = deadline - loop.time()
+            if left <= 0 or subscription.dropped:
+                return False
+            await asyncio.wait({written}, timeout=min(left, 0.25))
+        return True
+
+    def on_message(self, message: str | bytes) -> None:
+        """Clients have nothing to say on this stream; messages are ignored."""
+
+    def on_close(self) -> None:
+        self.tasks_app.event_sockets.discard(self)
+        if self._pump is not None:
+            self._pump.cancel()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, allow_nan=False)
+
+
+def _json_default(value: Any) -> Any:
+    """Events are JSON already; a model or a datetime that slips in is still sent."""
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
