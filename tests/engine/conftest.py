@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import gone, run_spec
+from support import TASKMODS, gone, run_spec
 from support import until as wait_until
 
 from jupyter_tasks.executors.base import RunSpec
@@ -33,7 +33,7 @@ def task_dirs(tmp_path: Path) -> TaskDirs:
     dirs = TaskDirs(*(tmp_path / name for name in ("root", "logs", "results", "blobs")))
     for path in (dirs.root, dirs.logs, dirs.results, dirs.blobs):
         path.mkdir()
-    shutil.copy(Path(__file__).with_name("taskmods_src.py"), dirs.root / "taskmods.py")
+    shutil.copy(TASKMODS, dirs.root / "taskmods.py")
     return dirs
 
 

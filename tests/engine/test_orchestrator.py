@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import HANG, engine_config, gone, task_root
+from support import HANG, TASKMODS, engine_config, gone, task_root
 
 from jupyter_tasks.errors import InvalidTransition, NoResult, QueueFull, TaskNotFound
 from jupyter_tasks.models import Task, TaskRequest, TaskStatus
@@ -24,7 +24,7 @@ from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    return task_root(tmp_path, Path(__file__).with_name("taskmods_src.py"))
+    return task_root(tmp_path, TASKMODS)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import pickle
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import psutil
 import pytest
 import requests
+from support import PeakRSS
 
 from .conftest import HANG, ServerProcess, python_task, wait_done_ws
 
@@ -24,29 +24,6 @@ def chunks(total: int, size: int = MiB) -> Iterator[bytes]:
     block = b"\x5a" * size
     for _ in range(total // size):
         yield block
-
-
-class PeakRSS:
-    """Samples a process's resident memory on a thread until stopped."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(HANG)
 
 
 def test_100_mb_blob_upload_leaves_server_memory_flat(

@@ -1,4 +1,4 @@
-"""Task functions the engine tests run; copied into each test's root directory as taskmods.py."""
+"""Task functions the tests run; copied into each test's root directory as taskmods.py."""
 
 from __future__ import annotations
 
@@ -87,3 +87,58 @@ def progress_steps(n: int, gate: str) -> str:
 
 def boom() -> None:
     raise ValueError("boom")
+
+
+def mark(markers: str, key: str, seconds: float = 0.0, children: int = 0) -> str:
+    """Append ``key`` to ``markers`` as this run starts, then work ``seconds`` and return it.
+
+    One ``write`` on an ``O_APPEND`` descriptor per run, so concurrent runs never interleave
+    and a run killed right after starting has left its line. With ``children``, that many
+    ``sleep 1000`` processes run meanwhile; they are ended before the task returns.
+    """
+    fd = os.open(markers, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, f"{key}\n".encode())
+    finally:
+        os.close(fd)
+    procs = [subprocess.Popen(["sleep", "1000"]) for _ in range(children)]
+    try:
+        time.sleep(seconds)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    return key
+
+
+def family(
+    pidfile: str, ignore_term: bool = False, then_exit: int | None = None, own_session: bool = True
+) -> None:
+    """Start ``sleep 1000`` children (with ``own_session``, one more in a session of its own)
+    and a forked copy of this process, write every pid (this one first), then sleep, or exit
+    with ``then_exit``.
+    """
+    if ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pids = [os.getpid()]
+    for session in (False, True) if own_session else (False,):
+        pids.append(subprocess.Popen(["sleep", "1000"], start_new_session=session).pid)
+    forked = os.fork()
+    if forked == 0:  # the copy sleeps and never returns into the worker's loop
+        try:
+            time.sleep(1000)
+        finally:
+            os._exit(0)
+    pids.append(forked)
+    Path(pidfile + ".tmp").write_text(" ".join(map(str, pids)))
+    os.replace(pidfile + ".tmp", pidfile)
+    if then_exit is not None:
+        os._exit(then_exit)
+    time.sleep(600)
+
+
+def spin(pidfile: str) -> int:
+    """Write this process's pid, then compute for hours in one C call that holds the GIL."""
+    Path(pidfile + ".tmp").write_text(str(os.getpid()))
+    os.replace(pidfile + ".tmp", pidfile)
+    return sum(range(10**13))
