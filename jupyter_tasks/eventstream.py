@@ -61,6 +61,9 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
 
     async def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         super().open()
+        # Events are small and live: Nagle's algorithm would hold one back until the
+        # client acknowledges the one before (tens of ms with delayed ACKs).
+        self.set_nodelay(True)
         self.tasks_app.event_sockets.add(self)
         task_ids = self._task_ids or None
         subscription = self._engine.subscribe(task_ids, self._group, self.max_pending)

@@ -213,10 +213,14 @@ class ServerProcess:
                     response = requests.get(
                         self.url + "tasks/health", headers=self.headers, timeout=5
                     )
-                    if response.status_code == 200:
+                    if self.is_ready(response):
                         return
             time.sleep(0.05)
         raise TimeoutError(f"server not ready after {HANG} s:\n{self.log()}")
+
+    def is_ready(self, health: requests.Response) -> bool:
+        """Whether this answer of ``/tasks/health`` means the server is ready."""
+        return health.status_code == 200
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
