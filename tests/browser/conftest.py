@@ -46,6 +46,7 @@ SERVER_START_TIMEOUT = 90.0
 TASK_MODULE = '''\
 """Tasks the browser tests submit (python task type: "jt_browser_tasks:<name>")."""
 
+import os
 import time
 
 from jupyter_tasks import set_progress
@@ -73,8 +74,10 @@ def _explode(message):
     raise ValueError(message)
 
 
-def noop():
-    """Do nothing."""
+def noop(gate=None):
+    """Do nothing (once the file ``gate`` exists, when one is named)."""
+    while gate is not None and not os.path.exists(gate):
+        time.sleep(0.01)
     return None
 
 
@@ -335,6 +338,11 @@ def wait_for_lab(page: Any) -> None:
     """Wait until JupyterLab has started and the Tasks tab is in the left sidebar."""
     page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=90_000)
     page.locator('.jp-SideBar.jp-mod-left li[data-id="jupyter-tasks-panel"]').wait_for()
+    # Once restored, JupyterLab opens the Launcher and moves the focus into it: wait for
+    # that, or it may take the focus from the panel in the middle of a test.
+    page.wait_for_function(
+        "() => document.activeElement?.closest('.jp-Launcher') != null", timeout=90_000
+    )
 
 
 @pytest.fixture

@@ -287,6 +287,8 @@ def test_hundreds_of_rows_stay_windowed(lab: Any, lab_server: Any) -> None:
     """A 300-task batch: one aggregate row; expanded, only the visible rows are in the DOM."""
     open_panel(lab)
     count = 300
+    # The tasks end when the test says so, after the keyboard part: no row changes under it.
+    gate = lab_server.root / f"gate-{uuid.uuid4().hex}"
     status, batch = lab_server.request(
         "POST",
         "/tasks/batch",
@@ -295,7 +297,10 @@ def test_hundreds_of_rows_stay_windowed(lab: Any, lab_server: Any) -> None:
                 {
                     "task_type": "python",
                     "description": f"Many #{i:03d}",
-                    "parameters": {"callable": "jt_browser_tasks:noop"},
+                    "parameters": {
+                        "callable": "jt_browser_tasks:noop",
+                        "kwargs": {"gate": str(gate)},
+                    },
                 }
                 for i in range(count)
             ]
@@ -330,6 +335,7 @@ def test_hundreds_of_rows_stay_windowed(lab: Any, lab_server: Any) -> None:
     lab.wait_for_function(
         "group => document.activeElement?.dataset.group === group", arg=group, timeout=60_000
     )
+    gate.write_text("go")
     # Every task of the batch finishes and the aggregate row says so.
     lab.wait_for_function(
         """([sel, n]) => document.querySelector(sel)?.textContent.includes(`${n} done`)""",
