@@ -24,6 +24,7 @@ import requests
 from tornado.httpclient import HTTPClientError, HTTPResponse
 
 from jupyter_tasks.executors.base import RunSpec
+from jupyter_tasks.models import TaskRequest
 from jupyter_tasks.orchestrator import EngineConfig
 from jupyter_tasks.tasktypes import load_default_registry
 
@@ -67,6 +68,17 @@ def engine_config(tmp_path: Path, root: Path, **overrides: Any) -> EngineConfig:
     }
     base.update(overrides)
     return EngineConfig(**base)
+
+
+def taskmods_request(func: str, *args: Any, **kw: Any) -> TaskRequest:
+    """A ``python`` TaskRequest calling ``taskmods.<func>`` (request options taken from ``kw``)."""
+    options = {k: kw.pop(k) for k in ("priority", "timeout_seconds", "max_retries") if k in kw}
+    return TaskRequest(
+        task_type="python",
+        description=func,
+        parameters={"callable": f"taskmods:{func}", "args": list(args), "kwargs": kw},
+        **options,
+    )
 
 
 def run_spec(

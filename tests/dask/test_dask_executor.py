@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("distributed")
 from nbformat.v4 import new_code_cell, new_notebook
 from support import HANG, gone, until
+from support import taskmods_request as py
 
 from jupyter_tasks.models import Task, TaskRequest, TaskStatus
 from jupyter_tasks.orchestrator import Orchestrator
@@ -27,17 +28,6 @@ from jupyter_tasks.orchestrator import Orchestrator
 KERNELSPEC = {"name": "python3", "language": "python", "display_name": "Python 3"}
 MakeOrch = Callable[..., Awaitable[Orchestrator]]
 Cluster = Any  # conftest.Cluster: address, worker_pids
-
-
-def py(func: str, *args: Any, **kw: Any) -> TaskRequest:
-    """A ``python`` task calling ``taskmods.<func>``."""
-    options = {k: kw.pop(k) for k in ("priority", "timeout_seconds", "max_retries") if k in kw}
-    return TaskRequest(
-        task_type="python",
-        description=func,
-        parameters={"callable": f"taskmods:{func}", "args": list(args), "kwargs": kw},
-        **options,
-    )
 
 
 async def finished(orch: Orchestrator, request: TaskRequest) -> Task:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from support import HANG, TASKMODS, engine_config, gone, task_root
+from support import taskmods_request as py
 
 from jupyter_tasks.errors import InvalidTransition, NoResult, QueueFull, TaskNotFound
 from jupyter_tasks.models import Task, TaskRequest, TaskStatus
@@ -40,17 +41,6 @@ def orch(
     jp_asyncio_loop.run_until_complete(o.start())
     yield o
     jp_asyncio_loop.run_until_complete(o.stop())
-
-
-def py(func: str, *args: Any, **kw: Any) -> TaskRequest:
-    """A ``python`` task calling ``taskmods.<func>``."""
-    options = {k: kw.pop(k) for k in ("priority", "timeout_seconds", "max_retries") if k in kw}
-    return TaskRequest(
-        task_type="python",
-        description=func,
-        parameters={"callable": f"taskmods:{func}", "args": list(args), "kwargs": kw},
-        **options,
-    )
 
 
 async def wait_path(path: Path) -> str:
