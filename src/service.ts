@@ -154,11 +154,7 @@ export class TasksService {
 
   private async _fetch(
     path: string,
-    options: {
-      method?: string;
-      body?: unknown;
-      query?: [string, string][];
-    } = {}
+    options: IRequestOptions = {}
   ): Promise<Response> {
     const init: RequestInit = { method: options.method ?? 'GET' };
     if (options.body !== undefined) {
@@ -186,15 +182,18 @@ export class TasksService {
 
   private async _json<T>(
     path: string,
-    options: {
-      method?: string;
-      body?: unknown;
-      query?: [string, string][];
-    } = {}
+    options: IRequestOptions = {}
   ): Promise<T> {
     const response = await this._fetch(path, options);
     return (await response.json()) as T;
   }
+}
+
+/** How a request to a ``/tasks`` route is made. */
+interface IRequestOptions {
+  method?: string;
+  body?: unknown;
+  query?: [string, string][];
 }
 
 /** The path of one task's route. */
