@@ -289,11 +289,6 @@ class TasksApp(ExtensionApp):
             task = self._start_task = asyncio.ensure_future(self._start_engine())
         return task
 
-    def retry_start(self) -> None:
-        """Start again, in the background, an engine whose start failed (see ``ensure_started``)."""
-        if self.start_error is not None:
-            self.ensure_started()
-
     @property
     def start_error(self) -> str | None:
         """Why the last start of the engine failed; None while it starts or once it runs."""

@@ -174,7 +174,7 @@ class HealthHandler(TasksHandler):
     async def get(self) -> None:
         app = self.tasks_app
         if not app.engine_running:
-            app.retry_start()
+            app.ensure_started()  # in the background: a failed start is made again
             detail = app.start_error or "the task engine is not running"
             self.write_json(503, _unhealthy(detail))
             return
