@@ -21,22 +21,22 @@ PR_SET_CHILD_SUBREAPER = 36
 AVAILABLE = sys.platform.startswith("linux") and hasattr(os, "pidfd_open")
 
 
-def guard(sock_fd: int) -> None:
-    """Split in two; the child returns and is the worker, this process guards its tree.
+def guard(sock_fd: int) -> bool:
+    """Split in two; the child returns True and is the worker, this process guards its tree.
 
     The guard is the process the server started and watches (its pid, its exit status).
     As a child subreaper it inherits whatever the worker's tasks leave behind when the
     worker dies, even children in sessions of their own. It ends the whole tree when the
     worker ends (crash, SIGKILL, exit) or when the server's end of the socket closes,
     then ends as the worker ended. It runs no Python thread of the worker, so a task that
-    holds the GIL cannot keep it from acting. Linux only; elsewhere this returns at once.
+    holds the GIL cannot keep it from acting. Linux only; elsewhere this returns False at once.
     """
     if not AVAILABLE:
-        return
+        return False
     ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     worker = os.fork()
     if worker == 0:
-        return
+        return True
     # The server's SIGTERM reaches the worker through the group; the guard stays to the end.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

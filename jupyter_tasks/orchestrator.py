@@ -126,6 +126,10 @@ class Orchestrator:
         self.events = EventHub()
         self._heap: list[tuple[int, int, str]] = []
         self._queued: dict[str, int] = {}  # task id -> priority, for created tasks we own
+        # The created records of queued tasks this process submitted: starting one then
+        # needs no read-back (adopted and retried tasks are read back).
+        self._records: dict[str, Task] = {}
+        self._root_dir = os.path.abspath(config.root_dir)
         self._counter = itertools.count()
         self._running: dict[str, _Run] = {}
         self._slots_used = 0  # runs holding one of the ``max_workers`` executor slots
@@ -239,6 +243,7 @@ class Orchestrator:
         task = tasks[0]
         self._publish(task)
         if run is None:
+            self._records[task.task_id] = task
             self._enqueue(task.task_id, task.priority)
         else:
             run.task_id = task.task_id
@@ -263,6 +268,7 @@ class Orchestrator:
         pairs = [(new_task_id(), r) for r in requests]
         tasks = await self.store.insert(pairs, self.owner.owner_id, group, time.time())
         for task in tasks:
+            self._records[task.task_id] = task
             self._enqueue(task.task_id, task.priority)
             self._publish(task)
         return tasks
@@ -298,23 +304,27 @@ class Orchestrator:
             self._wake.clear()
             while self._heap and self._slots_used < self.config.max_workers:
                 _, _, task_id = heapq.heappop(self._heap)
+                record = self._records.pop(task_id, None)
                 if self._queued.pop(task_id, None) is None:
                     continue  # cancelled or taken while it waited
                 loop = asyncio.get_running_loop()
                 run = _Run(task_id, loop.create_future())
                 self._running[task_id] = run
                 self._slots_used += 1
-                self._spawn(self._run(run, None))
+                self._spawn(self._run(run, None, record))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
 
-    async def _run(self, run: _Run, started: Task | None) -> None:
-        """One attempt; ``started`` is the running record when the submit already started it."""
+    async def _run(self, run: _Run, started: Task | None, created: Task | None = None) -> None:
+        """One attempt; ``started`` is the running record when the submit already started it.
+
+        ``created`` is the task's record when this process knows it (see ``_records``).
+        """
         try:
-            await self._run_attempt(run, started or await self._start(run))
+            await self._run_attempt(run, started or await self._start(run, created))
         except Exception:
             log.exception("jupyter-tasks: running task %s failed unexpectedly", run.task_id)
         finally:
@@ -324,7 +334,7 @@ class Orchestrator:
                 run.done.set_result(None)
             self._wake.set()
 
-    async def _start(self, run: _Run) -> Task | None:
+    async def _start(self, run: _Run, created: Task | None) -> Task | None:
         """``created -> running``; None when it was cancelled or taken in the meantime."""
         return await self.store.transition(
             run.task_id,
@@ -332,6 +342,7 @@ class Orchestrator:
             TaskStatus.RUNNING,
             {"started_at": time.time(), "finished_at": None, "owner": self.owner.owner_id},
             bump_attempt=True,
+            current=created,
         )
 
     async def _run_attempt(self, run: _Run, task: Task | None) -> None:
@@ -384,7 +395,7 @@ class Orchestrator:
             type_path=task_type.type_path(),
             parameters=task.parameters,
             interpreter=task_type.interpreter(task.parameters),
-            root_dir=os.path.abspath(self.config.root_dir),
+            root_dir=self._root_dir,
             log_path=self.store.log_path(task.task_id),
             result_path=self.store.result_path(task.task_id),
             blob_dir=self.store.blob_dir,
@@ -413,7 +424,7 @@ class Orchestrator:
                 log_cap=self.config.log_max_bytes,
             )
         elif outcome is not None and outcome.ok:
-            final = await self._complete(task, outcome, now)
+            final = await self._complete(self._overlay(task), outcome, now)
         else:
             error = self._error_of(task, outcome, reason)
             final = await self._fail(task, error, now)
@@ -442,6 +453,7 @@ class Orchestrator:
             {"finished_at": now, "progress": 1.0},
             result=result,
             log_cap=self.config.log_max_bytes,
+            current=task,
         )
 
     async def _fail(self, task: Task, error: TaskError, now: float) -> Task | None:
@@ -584,16 +596,14 @@ class Orchestrator:
         if offset < 0:
             raise InvalidParameters("must be >= 0", field="offset")
         await self.get(task_id)
+        live = self.executor.live_log(task_id)
 
         def read() -> bytes:
-            try:
-                with open(self.store.log_path(task_id), "rb") as fh:
-                    if offset >= os.fstat(fh.fileno()).st_size:
-                        return b""  # nothing new (or an offset past a trimmed log)
-                    fh.seek(offset)
-                    return fh.read(max_bytes)
-            except FileNotFoundError:
-                return b""
+            data = _read_output(self.store.log_path(task_id), live, offset, max_bytes)
+            if live is not None and self.executor.live_log(task_id) != live:
+                # It ended while we read: its spool may already hold the next task's output.
+                data = _read_output(self.store.log_path(task_id), None, offset, max_bytes)
+            return data
 
         data = await asyncio.to_thread(read)
         return data, offset + len(data)
@@ -654,6 +664,7 @@ class Orchestrator:
                 raise InvalidTransition(f"task {task_id} is running on another server")
             raise InvalidTransition(f"task {task_id} is already {current.status.value}")
         self._queued.pop(task_id, None)
+        self._records.pop(task_id, None)
         self._publish(cancelled)
         return cancelled
 
@@ -738,6 +749,38 @@ class Orchestrator:
                 self.events.publish("deleted", {"task_id": task_id, "status": "deleted"})
             if len(ids) < 1000:
                 return
+
+
+def _read_output(log_path: str, live: str | None, offset: int, max_bytes: int) -> bytes:
+    """Bytes from ``offset`` of the log followed by the live spool (see ``Executor.live_log``).
+
+    The spool is opened first and counted only if it still has its name after the log was
+    read: a worker renames it away before its content reaches the log, never after.
+    """
+    spool = None
+    if live is not None:
+        with contextlib.suppress(OSError):
+            spool = open(live, "rb")  # noqa: SIM115 - closed below
+    try:
+        try:
+            with open(log_path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(min(offset, size))
+                data = fh.read(max_bytes) if offset < size else b""
+        except FileNotFoundError:
+            size, data = 0, b""
+        if spool is None or len(data) >= max_bytes:
+            return data
+        try:
+            if os.stat(live or "").st_ino != os.fstat(spool.fileno()).st_ino:
+                return data
+        except OSError:
+            return data  # handed over meanwhile: the log read above may lack it; ask again
+        spool.seek(max(0, offset - size))
+        return data + spool.read(max_bytes - len(data))
+    finally:
+        if spool is not None:
+            spool.close()
 
 
 @contextlib.asynccontextmanager

@@ -171,6 +171,24 @@ def _row_to_task(row: sqlite3.Row) -> Task:
     )
 
 
+def _derive(current: Task, new: TaskStatus, fields: dict[str, Any], bump: bool) -> Task:
+    """``current`` after a transition to ``new`` that set ``fields`` (column names)."""
+    update: dict[str, Any] = {"status": new}
+    for key in ("started_at", "finished_at"):
+        if key in fields:
+            value = fields[key]
+            update[key] = _ts(value) if not isinstance(value, datetime) else value
+    for key in ("progress", "message"):
+        if key in fields:
+            update[key] = fields[key]
+    if "error" in fields:
+        error = fields["error"]
+        update["error"] = None if error is None else TaskError.model_construct(**error)
+    if bump:
+        update["attempt"] = current.attempt + 1
+    return current.model_copy(update=update)
+
+
 class Store:
     """The SQLite file and the files beside it (logs, large results, blobs)."""
 
@@ -184,6 +202,7 @@ class Store:
         self.files_dir = self.db_path.with_name(self.db_path.stem + "-files")
         self._logs_dir = os.path.join(self.files_dir, "logs", "")
         self._results_dir = os.path.join(self.files_dir, "results", "")
+        self._blob_dir = os.fspath(self.files_dir / "blobs")
         self.synchronous = synchronous.upper()
         if self.synchronous not in {"NORMAL", "FULL", "EXTRA", "OFF"}:
             raise ValueError(f"sqlite_synchronous must be NORMAL or FULL, not {synchronous!r}")
@@ -286,7 +305,7 @@ class Store:
 
     @property
     def blob_dir(self) -> str:
-        return os.fspath(self.files_dir / "blobs")
+        return self._blob_dir
 
     # -- open / close -----------------------------------------------------------------------
 
@@ -460,23 +479,15 @@ class Store:
                     "INSERT OR IGNORE INTO task_tags(tag, seq) VALUES (?, ?)",
                     [(tag, cur.lastrowid) for tag in req.tags],
                 )
-            created = _ts_required(now)
-            started: list[Task] = []
-            if start:
-                db.executemany(
-                    "UPDATE tasks SET status = 'running', attempt = 1, started_at = ?"
-                    " WHERE task_id = ? AND status = 'created'",
-                    [(now, tid) for tid, _ in requests],
-                )
-                started = self._fetch_many(db, [tid for tid, _ in requests])
-            return [
+            created_at = _ts_required(now)
+            created = [
                 Task.model_construct(
                     **req.__dict__,
                     task_id=tid,
                     status=TaskStatus.CREATED,
                     group=group,
                     attempt=0,
-                    created_at=created,
+                    created_at=created_at,
                     started_at=None,
                     finished_at=None,
                     progress=None,
@@ -484,7 +495,16 @@ class Store:
                     error=None,
                 )
                 for tid, req in requests
-            ] + started
+            ]
+            if not start:
+                return created
+            db.executemany(
+                "UPDATE tasks SET status = 'running', attempt = 1, started_at = ?"
+                " WHERE task_id = ? AND status = 'created'",
+                [(now, tid) for tid, _ in requests],
+            )
+            fields = {"started_at": created_at}
+            return created + [_derive(t, TaskStatus.RUNNING, fields, True) for t in created]
 
         return await self._commit(insert)
 
@@ -519,12 +539,15 @@ class Store:
         result: StoredResult | None = None,
         bump_attempt: bool = False,
         log_cap: int | None = None,
+        current: Task | None = None,
     ) -> Task | None:
         """Compare-and-set ``expected -> new`` plus ``fields``; None when the status differed.
 
         ``bump_attempt`` counts a new run attempt in the same statement; ``log_cap``
         trims the task's log to its tail once the transition is made.  A transition
         the lifecycle does not allow raises ``InvalidTransition`` before touching the disk.
+        ``current`` is the record as the caller knows it to be (this process owns the
+        task): the new record is derived from it instead of read back.
         """
         if new not in ALLOWED_TRANSITIONS[expected]:
             raise InvalidTransition(f"a task cannot go from {expected.value} to {new.value}")
@@ -541,16 +564,14 @@ class Store:
                 sets += ", attempt = attempt + 1"
             sql = f"UPDATE tasks SET status = ?{sets} WHERE task_id = ? AND status = ?"
             params = (new.value, *values.values(), task_id, expected.value)
-            if _HAS_RETURNING:  # one statement instead of two on the busiest path
+            row = None
+            if current is not None or not _HAS_RETURNING:
+                if db.execute(sql, params).rowcount != 1:
+                    return None
+            else:  # one statement instead of two
                 row = db.execute(f"{sql} RETURNING {_COLUMNS}", params).fetchone()
                 if row is None:
                     return None
-            elif db.execute(sql, params).rowcount != 1:
-                return None
-            else:
-                row = db.execute(
-                    f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
-                ).fetchone()
             if result is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
@@ -558,6 +579,12 @@ class Store:
                 )
             if log_cap is not None:
                 self._trim_log(task_id, log_cap)
+            if current is not None:
+                return _derive(current, new, fields or {}, bump_attempt)
+            if row is None:
+                row = db.execute(
+                    f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
+                ).fetchone()
             return _row_to_task(row)
 
         return await self._commit(transition)

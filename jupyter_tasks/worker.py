@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 #: Seconds between two progress messages; calls in between only keep the latest value.
@@ -74,15 +75,20 @@ class _Channel:
         with self._lock:
             self._sock.sendall(data)
 
-    def read_forever(self, inbox: queue.SimpleQueue[dict[str, Any]]) -> None:
-        """Feed requests to the main thread; EOF means the server is gone, so end everything."""
+    def requests(self) -> Iterator[dict[str, Any]]:
+        """The server's requests; EOF means the server is gone, so end everything."""
         try:
             with self._sock.makefile("rb") as stream:
                 for line in stream:
-                    inbox.put(json.loads(line))
+                    yield json.loads(line)
         except (OSError, ValueError):
             pass
         _die_with_group()
+
+    def read_forever(self, inbox: queue.SimpleQueue[dict[str, Any]]) -> None:
+        """Thread: feed requests to the main thread, which may be deep in a task meanwhile."""
+        for request in self.requests():
+            inbox.put(request)
 
 
 def _die_with_group() -> None:
@@ -173,6 +179,78 @@ class _Context:
         return self._log_fd
 
 
+class _Spool:
+    """The worker's output file, reused by every task that prints nothing.
+
+    Creating a file per task is the dearest step of a short task on a journalling file
+    system, and most tasks print nothing.  So output goes to a spool file the server
+    names (``spool_path``); a task that wrote something hands the spool over as its log
+    (a rename, or an append after an earlier attempt's output) and the spool is
+    *retired*: the server names a fresh one for the next task, so a name never holds
+    two tasks' output.
+    """
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.fd = -1
+
+    def open(self, path: str) -> int:
+        if path != self.path:
+            if self.path is not None:  # empty (a spool with output was retired): drop it
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+            self.close()
+            self.fd = _open_appending(path, truncate=True)
+            self.path = path
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.path, self.fd = None, -1
+
+    def hand_over(self, log_path: str) -> bool:
+        """Make what the task wrote its log; True when the spool was retired."""
+        if self.path is None or os.fstat(self.fd).st_size == 0:
+            return False
+        spool = self.path
+        self.close()
+        with contextlib.suppress(OSError):  # a full disk: the output is lost, the name retired
+            hand_over_output(spool, log_path)
+        return True
+
+
+def hand_over_output(spool: str, log_path: str) -> None:
+    """Move a spool's content to the end of a task's log; the spool's name is gone after.
+
+    The spool leaves its name in one atomic step (a rename) before anything is copied, so
+    a reader that still finds the spool under its name knows the log does not hold it yet.
+    """
+    if not os.path.exists(log_path):
+        os.rename(spool, log_path)
+        return
+    moving = spool + ".moving"  # an earlier attempt's output comes first: append
+    os.rename(spool, moving)
+    try:
+        with open(moving, "rb") as src, open(log_path, "ab") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+    finally:
+        os.unlink(moving)
+
+
+def _open_appending(path: str, truncate: bool = False) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, flags, 0o644)
+
+
+_SPOOL = _Spool()
+
+
 class _TaskScope:
     """Per-task process state: output into the log, cwd and ``sys.path``, SIGTERM's handler.
 
@@ -181,17 +259,17 @@ class _TaskScope:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self._log_path = os.path.abspath(spec["log_path"])
+        self._spool_path: str | None = spec.get("spool_path")
         self._root = os.path.abspath(spec["root_dir"])
         self.log_fd = -1
+        self.spool_retired = False
 
     def __enter__(self) -> _TaskScope:
         os.chdir(self._root)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        try:
-            self.log_fd = os.open(self._log_path, flags, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(self._log_path), exist_ok=True)
-            self.log_fd = os.open(self._log_path, flags, 0o644)
+        if self._spool_path is not None:
+            self.log_fd = _SPOOL.open(self._spool_path)
+        else:
+            self.log_fd = _open_appending(self._log_path)
         _flush_std()
         self._streams = (sys.stdout, sys.stderr)
         self._saved_fds = (os.dup(1), os.dup(2))
@@ -212,7 +290,10 @@ class _TaskScope:
         for fd, saved in zip((1, 2), self._saved_fds, strict=True):
             os.dup2(saved, fd)
             os.close(saved)
-        os.close(self.log_fd)
+        if self._spool_path is not None:
+            self.spool_retired = _SPOOL.hand_over(self._log_path)
+        else:
+            os.close(self.log_fd)
         if signal.getsignal(signal.SIGTERM) is not self._on_term:  # a task may ignore SIGTERM
             signal.signal(signal.SIGTERM, self._on_term)
         with contextlib.suppress(OSError):
@@ -414,12 +495,13 @@ def load_object(path: str) -> Any:
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one task as described by a ``run`` request and return the ``done`` reply."""
+    scope = _TaskScope(spec)
     try:
-        with _TaskScope(spec) as scope:
+        with scope:
             reply = _run_in_scope(spec, scope.log_fd)
     except OSError as exc:  # the root or the log cannot be used: the task never started
         reply = {"ok": False, "error": _error_info(exc)}
-    return {"op": "done", "task_id": spec["task_id"], **reply}
+    return {"op": "done", "task_id": spec["task_id"], "spool_retired": scope.spool_retired, **reply}
 
 
 def _run_in_scope(spec: dict[str, Any], log_fd: int) -> dict[str, Any]:
@@ -489,14 +571,19 @@ def main(argv: list[str] | None = None) -> int:
             os.nice(nice)
     from ._workerguard import guard  # here: kernels import this module and need no guard
 
-    guard(fd)
+    guarded = guard(fd)
     channel = _setup(socket.socket(fileno=fd))
-    inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-    threading.Thread(target=channel.read_forever, args=(inbox,), daemon=True).start()
+    if guarded:
+        # The guard ends this process when the server goes: read requests right here,
+        # without a thread hop per task.
+        requests = channel.requests()
+    else:
+        inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        threading.Thread(target=channel.read_forever, args=(inbox,), daemon=True).start()
+        requests = iter(inbox.get, None)
     channel.send({"op": "ready", "pid": os.getpid(), "python": sys.executable})
     modules = _ModuleTimes()
-    while True:
-        request = inbox.get()
+    for request in requests:
         if request.get("op") == "exit":
             return 0
         if request.get("op") != "run":
@@ -508,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         reply = run_one(request)
         modules.record(request["root_dir"], started_ns)
         channel.send(reply)
+    return 0
 
 
 if __name__ == "__main__":

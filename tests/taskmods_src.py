@@ -75,6 +75,13 @@ def fail_until(counter: str, times: int) -> int:
     return runs
 
 
+def chatty_fail_until(counter: str, times: int) -> int:
+    """``fail_until`` that prints which run it is first."""
+    path = Path(counter)
+    print(f"run {int(path.read_text()) + 1 if path.exists() else 1}", flush=True)
+    return fail_until(counter, times)
+
+
 def progress_steps(n: int, gate: str) -> str:
     print("starting", flush=True)
     for i in range(n):

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import psutil
 
+from ..worker import hand_over_output
 from ._proctree import describe_exit
 from ._replies import deliver_progress
 from .base import ProgressCallback, RunSpec
@@ -36,6 +37,18 @@ LINE_LIMIT = 64 << 20
 #: After the process ended, how long to keep reading what it wrote before it died.
 DRAIN_SECONDS = 0.5
 STDERR_TAIL = 2000
+
+
+def sweep_spools(logs_dir: str) -> None:
+    """Remove the spool files of workers that are gone (a server killed mid-run)."""
+    with contextlib.suppress(OSError), os.scandir(logs_dir) as entries:
+        for entry in entries:
+            parts = entry.name.split("-")
+            if not (entry.name.startswith(".live-") and len(parts) >= 3 and parts[1].isdigit()):
+                continue
+            if not psutil.pid_exists(int(parts[1])):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 class WorkerStartError(Exception):
@@ -53,6 +66,7 @@ class Job:
         self.waiter: asyncio.Future[WorkerProcess] | None = None
         self.stop_reason: str | None = None  # "killed" or "memory"
         self.memory_used = 0
+        self.spool: str | None = None  #: where the worker running it writes its output
 
 
 def _popen(
@@ -125,6 +139,8 @@ class WorkerProcess:
         self.doomed = False  # being retired or killed: never hand it a task again
         self.terminating: asyncio.Future[None] | None = None
         self.protocol_error: str | None = None
+        self.spool_path: str | None = None
+        self._spool_gen = 0
         self._proc = proc
         self._sock = sock
         self._stderr = stderr
@@ -151,6 +167,27 @@ class WorkerProcess:
         if self._writer is None or self._writer.is_closing():
             raise ConnectionError("the worker's socket is closed")
         self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    def spool_for(self, logs_dir: str) -> str:
+        """The file the worker's next task writes its output to (see ``worker._Spool``)."""
+        self.spool_path = f"{logs_dir}{os.sep}.live-{self.pid}-{self._spool_gen}"
+        return self.spool_path
+
+    def retire_spool(self) -> None:
+        """The worker handed its spool over as a task's log: the next task gets a new name."""
+        self._spool_gen += 1
+        self.spool_path = None
+
+    def _rescue_spool(self) -> None:
+        """Thread, once the worker is gone: a running task's output becomes its log."""
+        path, job = self.spool_path, self.job
+        if path is None:
+            return
+        with contextlib.suppress(OSError):
+            if job is not None and job.spool == path and os.path.getsize(path) > 0:
+                hand_over_output(path, job.spec.log_path)
+            else:
+                os.unlink(path)
 
     def kill_now(self) -> None:
         """SIGKILL the worker's group at once (protocol errors, start timeouts)."""
@@ -189,6 +226,7 @@ class WorkerProcess:
             reading = asyncio.ensure_future(self._read(reader))
             returncode = await self.exited
             await asyncio.wait({reading}, timeout=DRAIN_SECONDS)
+            await asyncio.to_thread(self._rescue_spool)
             self._finish(returncode)
         finally:
             if reading is not None and not reading.done():

@@ -93,3 +93,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def health(self) -> ExecutorHealth:
         """Cheap, synchronous health summary."""
+
+    def live_log(self, task_id: str) -> str | None:
+        """A file holding a running task's output not yet in its log, if the executor has one.
+
+        The task's output so far is its log followed by this file's content.  None (the
+        default) means the log itself is up to date.
+        """
+        return None

@@ -23,7 +23,7 @@ from .._workerguard import AVAILABLE as GUARDED
 from ..models import MEMORY_LIMIT_EXCEEDED, WORKER_CRASHED, TaskError
 from ._proctree import describe_exit, terminate_tree, trees_rss
 from ._replies import error_outcome
-from ._workerproc import Job, WorkerProcess, WorkerStartError, launch
+from ._workerproc import Job, WorkerProcess, WorkerStartError, launch, sweep_spools
 from .base import Executor, ExecutorHealth, Outcome, ProgressCallback, RunSpec, TaskKilled
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class LocalExecutor(Executor):
         self._last_failure = ""
         self._retry_at = 0.0
         self._jobs: dict[str, Job] = {}
+        self._swept: set[str] = set()  # log directories cleared of dead workers' spools
         self._background: set[asyncio.Future[None]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -137,6 +138,13 @@ class LocalExecutor(Executor):
             if self._jobs.get(spec.task_id) is job:
                 del self._jobs[spec.task_id]
 
+    def live_log(self, task_id: str) -> str | None:
+        """The spool a running task writes to; its output moves to the log when it ends."""
+        job = self._jobs.get(task_id)
+        if job is None or job.worker is None or job.reply.done():
+            return None
+        return job.spool
+
     async def kill(self, task_id: str) -> None:
         """SIGTERM the task's process tree, SIGKILL after the grace; return once all are gone."""
         job = self._jobs.get(task_id)
@@ -169,12 +177,19 @@ class LocalExecutor(Executor):
         job.reply = asyncio.get_running_loop().create_future()
         worker.job, job.worker = job, worker
         self._trim_idle()
+        logs_dir = os.path.dirname(job.spec.log_path)
+        if logs_dir not in self._swept:
+            self._swept.add(logs_dir)
+            self._in_background(asyncio.to_thread(sweep_spools, logs_dir))
+        job.spool = worker.spool_for(logs_dir)
         with contextlib.suppress(ConnectionError):  # it is dying; its exit settles the reply
-            worker.send({"op": "run", **_spec_fields(job.spec)})
+            worker.send({"op": "run", **_spec_fields(job.spec), "spool_path": job.spool})
         reply = await asyncio.shield(job.reply)
         if reply["op"] == "exit" and worker.terminating is not None:
             await asyncio.shield(worker.terminating)  # the whole tree is gone before we answer
         job.worker = None
+        if reply["op"] == "done" and reply.get("spool_retired"):
+            worker.retire_spool()
         if reply["op"] != "exit":
             worker.job = None
         return reply
@@ -252,8 +267,10 @@ class LocalExecutor(Executor):
 
     def _trim_idle(self) -> None:
         """Keep at most ``max_workers`` minus busy workers idle, retiring the least recent."""
-        busy = sum(1 for worker in self._workers if worker.job is not None)
         idle = [worker for workers in self._idle.values() for worker in workers]
+        if not idle:
+            return  # the usual case under load: every worker busy
+        busy = sum(1 for worker in self._workers if worker.job is not None)
         excess = len(idle) - max(0, self.max_workers - busy)
         for worker in sorted(idle, key=lambda w: w.idle_since)[: max(0, excess)]:
             self._retire(worker)

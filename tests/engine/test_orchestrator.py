@@ -215,6 +215,41 @@ async def test_progress_and_logs_reach_subscribers(orch: Orchestrator, tmp_path:
     assert more == b"" and offset2 == offset
 
 
+async def test_logs_while_running_then_after_the_end(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    """Output is readable (and tailable by offset) while the task runs and stays the same
+    after it ends; the next task on the same worker starts with an empty log; a retried
+    task's log holds every attempt's output in order."""
+    orch = Orchestrator(make_config(max_workers=1))
+    await orch.start()
+    try:
+        gate = tmp_path / "gate"
+        task = await orch.submit(py("progress_steps", 1, str(gate)))
+        deadline = time.monotonic() + HANG
+        while (await orch.logs(task.task_id))[0] != b"starting\nfinished\n":
+            assert time.monotonic() < deadline, "the running task's output never showed"
+            await asyncio.sleep(0.02)
+        assert (await orch.get(task.task_id)).status == TaskStatus.RUNNING
+        assert await orch.logs(task.task_id, 9) == (b"finished\n", 18)
+        gate.write_text("go")
+        assert (await orch.wait(task.task_id, HANG)).status == TaskStatus.COMPLETED
+        assert await orch.logs(task.task_id) == (b"starting\nfinished\n", 18)
+        assert await orch.logs(task.task_id, 18) == (b"", 18)
+
+        silent = await orch.wait((await orch.submit(py("add", 1, 2))).task_id, HANG)
+        assert await orch.logs(silent.task_id) == (b"", 0)
+
+        counter = tmp_path / "counter"
+        retried = await orch.submit(py("chatty_fail_until", str(counter), 1, max_retries=1))
+        done = await orch.wait(retried.task_id, HANG)
+        assert done.status == TaskStatus.COMPLETED and done.attempt == 2
+        assert (await orch.logs(retried.task_id))[0] == b"run 1\nrun 2\n"
+    finally:
+        await orch.stop()
+    assert not [p.name for p in orch.store.files_dir.rglob(".live-*")], "a spool was left"
+
+
 async def test_a_subscriber_that_falls_behind_is_dropped(orch: Orchestrator) -> None:
     sub = orch.subscribe(max_pending=5)
     for _ in range(10):
