@@ -550,9 +550,11 @@ class Orchestrator:
         """Wait until the task is finished; ``TimeoutError`` after ``timeout`` seconds."""
         sub = self.subscribe([task_id])
         try:
-            task = await self.get(task_id)
-            if task.status.finished:
-                return task
+            if task_id not in self._running and task_id not in self._queued:
+                # Not unfinished here: read it (a task we run ends with an event anyway).
+                task = await self.get(task_id)
+                if task.status.finished:
+                    return task
 
             async def until_finished() -> Task:
                 async for event in sub:
