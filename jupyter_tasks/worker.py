@@ -75,11 +75,20 @@ class _Channel:
         with self._lock:
             self._sock.sendall(data)
 
-    def requests(self) -> Iterator[dict[str, Any]]:
-        """The server's requests; EOF means the server is gone, so end everything."""
+    def requests(self, wake_fd: int | None = None) -> Iterator[dict[str, Any]]:
+        """The server's requests; EOF means the server is gone, so end everything.
+
+        With ``wake_fd`` (an eventfd) the server signals each request it wrote there,
+        and this waits on it rather than on the socket (see ``WAKE_BY_EVENTFD``).
+        """
         try:
             with self._sock.makefile("rb") as stream:
-                for line in stream:
+                while True:
+                    if wake_fd is not None:
+                        os.eventfd_read(wake_fd)
+                    line = stream.readline()
+                    if not line:
+                        break
                     yield json.loads(line)
         except (OSError, ValueError):
             pass
@@ -566,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     fd = int(args[0])
     nice = int(args[args.index("--nice") + 1]) if "--nice" in args else 0
+    wake_fd = int(args[args.index("--wake") + 1]) if "--wake" in args else None
+    if wake_fd is not None:
+        os.set_inheritable(wake_fd, False)  # children of tasks must not hold it
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)
@@ -576,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     if guarded:
         # The guard ends this process when the server goes: read requests right here,
         # without a thread hop per task.
-        requests = channel.requests()
+        requests = channel.requests(wake_fd)
     else:
         inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         threading.Thread(target=channel.read_forever, args=(inbox,), daemon=True).start()
