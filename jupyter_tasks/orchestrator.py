@@ -324,7 +324,12 @@ class Orchestrator:
         ``created`` is the task's record when this process knows it (see ``_records``).
         """
         try:
-            await self._run_attempt(run, started or await self._start(run, created))
+            task = started or await self._start(run, created)
+            if task is None:  # cancelled or taken meanwhile: tell whoever waits how it is now
+                current = await self.store.get(run.task_id)
+                if current is not None:
+                    self._publish(current)
+            await self._run_attempt(run, task)
         except Exception:
             log.exception("jupyter-tasks: running task %s failed unexpectedly", run.task_id)
         finally:
@@ -550,8 +555,8 @@ class Orchestrator:
         """Wait until the task is finished; ``TimeoutError`` after ``timeout`` seconds."""
         sub = self.subscribe([task_id])
         try:
-            if task_id not in self._running and task_id not in self._queued:
-                # Not unfinished here: read it (a task we run ends with an event anyway).
+            if task_id not in self._running:
+                # Not running here: read it (a task we run ends with an event anyway).
                 task = await self.get(task_id)
                 if task.status.finished:
                     return task
@@ -768,7 +773,7 @@ def _read_output(log_path: str, live: str | None, offset: int, max_bytes: int) -
             with open(log_path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 fh.seek(min(offset, size))
-                data = fh.read(max_bytes) if offset < size else b""
+                data = fh.read(min(max_bytes, size - offset)) if offset < size else b""
         except FileNotFoundError:
             size, data = 0, b""
         if spool is None or len(data) >= max_bytes:

@@ -36,6 +36,8 @@ SCHEMA_VERSION = 1
 CHECKPOINT_EVERY = 200
 #: Should those fall behind, SQLite checkpoints inside a commit past this many pages.
 AUTOCHECKPOINT_PAGES = 20_000
+#: Bytes the WAL file is cut back to once checkpointed.
+WAL_SIZE_LIMIT = 64 << 20
 
 #: ``UPDATE ... RETURNING`` came with SQLite 3.35; older builds read the row back.
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
@@ -355,6 +357,7 @@ class Store:
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # a burst's WAL shrinks after
         self._db = db
         self._migrate()
 

@@ -175,17 +175,18 @@ class _Progress:
 class _Context:
     """The ``TaskContext`` a task type's ``run`` receives."""
 
-    def __init__(self, spec: dict[str, Any], log_fd: int) -> None:
+    def __init__(self, spec: dict[str, Any], scope: _TaskScope) -> None:
         self.task_id: str = spec["task_id"]
         self.root_dir: str = spec["root_dir"]
         self.blob_dir: str = spec["blob_dir"]
-        self._log_fd = log_fd
+        self._scope = scope
 
     def set_progress(self, fraction: float | None, message: str | None = None) -> None:
         set_progress(fraction, message)
 
     def log_fd(self) -> int:
-        return self._log_fd
+        self._scope.log_fd_shared = True  # a process it starts may write after the task
+        return self._scope.log_fd
 
 
 class _Spool:
@@ -218,9 +219,13 @@ class _Spool:
             os.close(self.fd)
         self.path, self.fd = None, -1
 
-    def hand_over(self, log_path: str) -> bool:
-        """Make what the task wrote its log; True when the spool was retired."""
-        if self.path is None or os.fstat(self.fd).st_size == 0:
+    def hand_over(self, log_path: str, retire: bool) -> bool:
+        """Make what the task wrote its log; True when the spool was retired.
+
+        ``retire`` hands over even an empty spool: something of the task's may still
+        hold it open, and what it writes later belongs in this task's log, not the next.
+        """
+        if self.path is None or (not retire and os.fstat(self.fd).st_size == 0):
             return False
         spool = self.path
         self.close()
@@ -271,12 +276,13 @@ class _TaskScope:
         self._spool_path: str | None = spec.get("spool_path")
         self._root = os.path.abspath(spec["root_dir"])
         self.log_fd = -1
+        self.log_fd_shared = False
         self.spool_retired = False
 
     def __enter__(self) -> _TaskScope:
         os.chdir(self._root)
         if self._spool_path is not None:
-            self.log_fd = _SPOOL.open(self._spool_path)
+            self.log_fd = os.dup(_SPOOL.open(self._spool_path))  # the task may close its copy
         else:
             self.log_fd = _open_appending(self._log_path)
         _flush_std()
@@ -299,14 +305,26 @@ class _TaskScope:
         for fd, saved in zip((1, 2), self._saved_fds, strict=True):
             os.dup2(saved, fd)
             os.close(saved)
-        if self._spool_path is not None:
-            self.spool_retired = _SPOOL.hand_over(self._log_path)
-        else:
+        with contextlib.suppress(OSError):  # the task may have closed it
             os.close(self.log_fd)
+        if self._spool_path is not None:
+            retire = self.log_fd_shared or _has_children()
+            self.spool_retired = _SPOOL.hand_over(self._log_path, retire)
         if signal.getsignal(signal.SIGTERM) is not self._on_term:  # a task may ignore SIGTERM
             signal.signal(signal.SIGTERM, self._on_term)
         with contextlib.suppress(OSError):
             os.chdir(self._root)
+
+
+def _has_children() -> bool:
+    """Whether a child of this worker is still there (one syscall; assume so elsewhere)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    except (AttributeError, OSError):
+        return True
+    return True
 
 
 def _flush_std() -> None:
@@ -507,18 +525,18 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     scope = _TaskScope(spec)
     try:
         with scope:
-            reply = _run_in_scope(spec, scope.log_fd)
+            reply = _run_in_scope(spec, scope)
     except OSError as exc:  # the root or the log cannot be used: the task never started
         reply = {"ok": False, "error": _error_info(exc)}
     return {"op": "done", "task_id": spec["task_id"], "spool_retired": scope.spool_retired, **reply}
 
 
-def _run_in_scope(spec: dict[str, Any], log_fd: int) -> dict[str, Any]:
+def _run_in_scope(spec: dict[str, Any], scope: _TaskScope) -> dict[str, Any]:
     assert _progress is not None
     _progress.begin(spec["task_id"])
     try:
         task_type = load_object(spec["type_path"])()
-        value = task_type.run(spec["parameters"], _Context(spec, log_fd))
+        value = task_type.run(spec["parameters"], _Context(spec, scope))
     except BaseException as exc:
         return {"ok": False, "error": _error_info(exc)}
     finally:

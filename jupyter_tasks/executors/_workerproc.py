@@ -40,14 +40,19 @@ DRAIN_SECONDS = 0.5
 STDERR_TAIL = 2000
 
 
-def sweep_spools(logs_dir: str) -> None:
-    """Remove the spool files of workers that are gone (a server killed mid-run)."""
+def sweep_spools(logs_dir: str, ours: set[int]) -> None:
+    """Remove the spool files of workers that are gone (a server killed mid-run).
+
+    Workers in ``ours`` (started by this server) are left alone: their own end moves
+    or removes their spool.
+    """
     with contextlib.suppress(OSError), os.scandir(logs_dir) as entries:
         for entry in entries:
             parts = entry.name.split("-")
             if not (entry.name.startswith(".live-") and len(parts) >= 3 and parts[1].isdigit()):
                 continue
-            if not psutil.pid_exists(int(parts[1])):
+            pid = int(parts[1])
+            if pid not in ours and not psutil.pid_exists(pid):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
@@ -123,11 +128,13 @@ async def launch(
     wake_fd = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_CLOEXEC) if WAKE_BY_EVENTFD else None
     try:
         parts = await asyncio.to_thread(_popen, interpreter, env, nice, wake_fd)
-    except (OSError, psutil.Error) as exc:
+        return WorkerProcess(interpreter, *parts, on_gone=on_gone, wake_fd=wake_fd)
+    except BaseException as exc:
         if wake_fd is not None:
             os.close(wake_fd)
-        raise WorkerStartError(f"cannot run {interpreter!r}: {exc}") from exc
-    return WorkerProcess(interpreter, *parts, on_gone=on_gone, wake_fd=wake_fd)
+        if isinstance(exc, (OSError, psutil.Error)):
+            raise WorkerStartError(f"cannot run {interpreter!r}: {exc}") from exc
+        raise
 
 
 class WorkerProcess:
@@ -158,6 +165,7 @@ class WorkerProcess:
         self.protocol_error: str | None = None
         self.spool_path: str | None = None
         self._spool_gen = 0
+        self._token = os.urandom(4).hex()  # a reused pid never shares a spool name
         self._proc = proc
         self._sock = sock
         self._stderr = stderr
@@ -190,7 +198,7 @@ class WorkerProcess:
 
     def spool_for(self, logs_dir: str) -> str:
         """The file the worker's next task writes its output to (see ``worker._Spool``)."""
-        self.spool_path = f"{logs_dir}{os.sep}.live-{self.pid}-{self._spool_gen}"
+        self.spool_path = f"{logs_dir}{os.sep}.live-{self.pid}-{self._token}{self._spool_gen}"
         return self.spool_path
 
     def retire_spool(self) -> None:
@@ -246,8 +254,10 @@ class WorkerProcess:
             reading = asyncio.ensure_future(self._read(reader))
             returncode = await self.exited
             await asyncio.wait({reading}, timeout=DRAIN_SECONDS)
-            await asyncio.to_thread(self._rescue_spool)
-            self._finish(returncode)
+            try:
+                await asyncio.to_thread(self._rescue_spool)
+            finally:
+                self._finish(returncode)
         finally:
             if reading is not None and not reading.done():
                 reading.cancel()

@@ -80,6 +80,7 @@ class LocalExecutor(Executor):
         self._retry_at = 0.0
         self._jobs: dict[str, Job] = {}
         self._swept: set[str] = set()  # log directories cleared of dead workers' spools
+        self._launched: set[int] = set()  # pids of every worker this executor started
         self._background: set[asyncio.Future[None]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -180,7 +181,7 @@ class LocalExecutor(Executor):
         logs_dir = os.path.dirname(job.spec.log_path)
         if logs_dir not in self._swept:
             self._swept.add(logs_dir)
-            self._in_background(asyncio.to_thread(sweep_spools, logs_dir))
+            self._in_background(asyncio.to_thread(sweep_spools, logs_dir, set(self._launched)))
         job.spool = worker.spool_for(logs_dir)
         with contextlib.suppress(ConnectionError):  # it is dying; its exit settles the reply
             worker.send({"op": "run", **_spec_fields(job.spec), "spool_path": job.spool})
@@ -291,6 +292,7 @@ class LocalExecutor(Executor):
         try:
             worker = await launch(interpreter, self._worker_env(), self.nice, self._on_gone)
             self._workers.add(worker)
+            self._launched.add(worker.pid)
             await worker.wait_ready(READY_TIMEOUT_SECONDS)
         except WorkerStartError as exc:
             self._start_failed(interpreter, exc)

@@ -250,6 +250,33 @@ async def test_logs_while_running_then_after_the_end(
     assert not [p.name for p in orch.store.files_dir.rglob(".live-*")], "a spool was left"
 
 
+async def test_output_written_after_a_task_ended_stays_in_its_log(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    """A process a task left behind keeps writing to that task's log, never to the log
+    of the next task on the same worker."""
+    orch = Orchestrator(make_config(max_workers=1))
+    await orch.start()
+    try:
+        command = ["sh", "-c", "(sleep 0.5; echo late) &"]  # nothing printed before it ends
+        shell = TaskRequest(
+            task_type="shell", description="leaves a writer", parameters={"command": command}
+        )
+        first = await orch.wait((await orch.submit(shell)).task_id, HANG)
+        assert first.status == TaskStatus.COMPLETED
+        gate = tmp_path / "gate"
+        second = await orch.submit(py("wait_for", str(gate)))
+        deadline = time.monotonic() + HANG
+        while (await orch.logs(first.task_id))[0] != b"late\n":
+            assert time.monotonic() < deadline, "the late line never reached its task's log"
+            await asyncio.sleep(0.02)
+        gate.write_text("go")
+        assert (await orch.wait(second.task_id, HANG)).status == TaskStatus.COMPLETED
+        assert await orch.logs(second.task_id) == (b"", 0)
+    finally:
+        await orch.stop()
+
+
 async def test_a_subscriber_that_falls_behind_is_dropped(orch: Orchestrator) -> None:
     sub = orch.subscribe(max_pending=5)
     for _ in range(10):
