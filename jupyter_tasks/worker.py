@@ -234,6 +234,22 @@ class _Spool:
         return True
 
 
+#: The extended attribute naming the task whose output a spool holds (where the file
+#: system has them): a server killed mid-task leaves spools that the next start sweeps,
+#: and this tells it whose log each belongs to.
+SPOOL_TASK_ATTRIBUTE = "user.jupyter_tasks.task_id"
+
+
+def spool_task_id(spool: str) -> str | None:
+    """The task id a spool was tagged with, if it is a well-formed one."""
+    try:
+        value = os.getxattr(spool, SPOOL_TASK_ATTRIBUTE).decode("ascii")
+    except (AttributeError, OSError, UnicodeDecodeError):
+        return None
+    hex_digits = "0123456789abcdef"
+    return value if len(value) == 32 and all(c in hex_digits for c in value) else None
+
+
 def hand_over_output(spool: str, log_path: str) -> None:
     """Move a spool's content to the end of a task's log; the spool's name is gone after.
 
@@ -274,6 +290,7 @@ class _TaskScope:
     def __init__(self, spec: dict[str, Any]) -> None:
         self._log_path = os.path.abspath(spec["log_path"])
         self._spool_path: str | None = spec.get("spool_path")
+        self._task_id: str = spec["task_id"]
         self._root = os.path.abspath(spec["root_dir"])
         self.log_fd = -1
         self.log_fd_shared = False
@@ -283,6 +300,8 @@ class _TaskScope:
         os.chdir(self._root)
         if self._spool_path is not None:
             self.log_fd = os.dup(_SPOOL.open(self._spool_path))  # the task may close its copy
+            with contextlib.suppress(AttributeError, OSError):  # 4 us; not everywhere
+                os.setxattr(self.log_fd, SPOOL_TASK_ATTRIBUTE, self._task_id.encode())
         else:
             self.log_fd = _open_appending(self._log_path)
         _flush_std()

@@ -27,6 +27,12 @@ def wait_for(path: str, timeout: float = 120.0) -> str:
     return Path(path).read_text()
 
 
+def chatty_wait_for(path: str) -> str:
+    """``wait_for`` that says so first."""
+    print(f"waiting for {path}", flush=True)
+    return wait_for(path)
+
+
 def record(log: str, name: str) -> str:
     """Append ``name`` to ``log`` (one line per run) and return it."""
     with open(log, "a") as fh:

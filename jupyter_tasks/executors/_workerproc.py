@@ -25,7 +25,7 @@ from typing import IO, Any
 import psutil
 
 from .._workerguard import AVAILABLE as GUARDED
-from ..worker import hand_over_output
+from ..worker import hand_over_output, spool_task_id
 from ._proctree import describe_exit
 from ._replies import deliver_progress
 from .base import ProgressCallback, RunSpec
@@ -40,11 +40,19 @@ DRAIN_SECONDS = 0.5
 STDERR_TAIL = 2000
 
 
-def sweep_spools(logs_dir: str, ours: set[int]) -> None:
-    """Remove the spool files of workers that are gone (a server killed mid-run).
+def _runs(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
-    Workers in ``ours`` (started by this server) are left alone: their own end moves
-    or removes their spool.
+
+def sweep_spools(logs_dir: str, ours: set[int]) -> None:
+    """Settle the spool files of workers that are gone (a server killed mid-run).
+
+    What a spool holds is appended to the log of the task it was tagged with; empty and
+    untagged spools are removed.  Workers in ``ours`` (started by this server) are left
+    alone: their own end moves or removes their spool.
     """
     with contextlib.suppress(OSError), os.scandir(logs_dir) as entries:
         for entry in entries:
@@ -52,8 +60,13 @@ def sweep_spools(logs_dir: str, ours: set[int]) -> None:
             if not (entry.name.startswith(".live-") and len(parts) >= 3 and parts[1].isdigit()):
                 continue
             pid = int(parts[1])
-            if pid not in ours and not psutil.pid_exists(pid):
-                with contextlib.suppress(OSError):
+            if pid in ours or _runs(pid):
+                continue
+            with contextlib.suppress(OSError):
+                task_id = None if entry.name.endswith(".moving") else spool_task_id(entry.path)
+                if task_id is not None and entry.stat().st_size > 0:
+                    hand_over_output(entry.path, os.path.join(logs_dir, f"{task_id}.log"))
+                else:
                     os.unlink(entry.path)
 
 

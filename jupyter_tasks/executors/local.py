@@ -79,7 +79,8 @@ class LocalExecutor(Executor):
         self._last_failure = ""
         self._retry_at = 0.0
         self._jobs: dict[str, Job] = {}
-        self._swept: set[str] = set()  # log directories cleared of dead workers' spools
+        # Per log directory: the sweep of spools that dead workers left (see sweep_spools).
+        self._swept: dict[str, asyncio.Future[None]] = {}
         self._launched: set[int] = set()  # pids of every worker this executor started
         self._background: set[asyncio.Future[None]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
@@ -179,9 +180,15 @@ class LocalExecutor(Executor):
         worker.job, job.worker = job, worker
         self._trim_idle()
         logs_dir = os.path.dirname(job.spec.log_path)
-        if logs_dir not in self._swept:
-            self._swept.add(logs_dir)
-            self._in_background(asyncio.to_thread(sweep_spools, logs_dir, set(self._launched)))
+        swept = self._swept.get(logs_dir)
+        if swept is None:  # before a task runs: output a killed server left comes first
+            sweep = asyncio.to_thread(sweep_spools, logs_dir, set(self._launched))
+            swept = self._swept[logs_dir] = asyncio.ensure_future(sweep)
+        if not swept.done():
+            try:
+                await asyncio.shield(swept)
+            except Exception:
+                log.exception("could not sweep the spools in %s", logs_dir)
         job.spool = worker.spool_for(logs_dir)
         with contextlib.suppress(ConnectionError):  # it is dying; its exit settles the reply
             worker.send({"op": "run", **_spec_fields(job.spec), "spool_path": job.spool})

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import HANG, TASKMODS, engine_config, gone, task_root
+from support import HANG, TASKMODS, engine_config, gone, task_root, until
 from support import taskmods_request as py
 
 from jupyter_tasks.errors import InvalidTransition, NoResult, QueueFull, TaskNotFound
@@ -349,11 +349,11 @@ RUNNER = textwrap.dedent(
                 parameters={"callable": "taskmods:" + func, "args": list(args)})
         ids = []
         for retries in (0, 1):
-            t = await orch.submit(req("wait_for", root + "/never", retries=retries))
+            t = await orch.submit(req("chatty_wait_for", root + "/never", retries=retries))
             ids.append(t.task_id)
         for i in range(5):
             ids.append((await orch.submit(req("add", i, i))).task_id)
-        while orch.health()["running"] < 2:
+        while not ((await orch.logs(ids[0]))[0] and (await orch.logs(ids[1]))[0]):
             await asyncio.sleep(0.01)
         print(" ".join(ids), flush=True)
         await asyncio.sleep(600)
@@ -379,6 +379,12 @@ async def test_recovery_after_the_owner_is_killed(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    # Its workers end once their guards see it gone; what they held is then to be settled.
+    spools = list(Path(config.db_path).parent.glob("*-files/logs/.live-*"))
+    assert spools, "the running tasks' output was not in spools"
+    for spool in spools:
+        pid = int(spool.name.split("-")[1])
+        await until(lambda pid=pid: gone(pid), f"worker {pid} to end")
 
     orch = Orchestrator(config)
     await orch.start()
@@ -392,6 +398,14 @@ async def test_recovery_after_the_owner_is_killed(
         assert retried.status == TaskStatus.COMPLETED and retried.attempt == 2
         for task_id in quick:
             assert (await orch.wait(task_id, HANG)).status == TaskStatus.COMPLETED
+        # What the killed task printed reaches its log once the new engine sweeps the spools.
+        said = f"waiting for {root}/never\n".encode()
+        deadline = time.monotonic() + HANG
+        while (await orch.logs(no_retry))[0] != said:
+            assert time.monotonic() < deadline, "the killed task's output never reached its log"
+            await asyncio.sleep(0.02)
+        assert (await orch.logs(with_retry))[0] == said * 2  # both attempts, in order
+        assert not [spool for spool in spools if spool.exists()]
         page, _ = await orch.list(statuses=[TaskStatus.RUNNING, TaskStatus.CREATED])
         assert page == []
         check = await orch.store.run_sync(
