@@ -81,7 +81,7 @@ class LocalExecutor(Executor):
         self._jobs: dict[str, Job] = {}
         # Per log directory: the sweep of spools that dead workers left (see sweep_spools).
         self._swept: dict[str, asyncio.Future[None]] = {}
-        self._launched: set[int] = set()  # pids of every worker this executor started
+        self._launched: set[int] = set()  # pids of this executor's workers not yet gone
         self._background: set[asyncio.Future[None]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -334,8 +334,9 @@ class LocalExecutor(Executor):
         }
 
     def _on_gone(self, worker: WorkerProcess) -> None:
-        """Called by a worker's supervisor once its process has ended."""
+        """Called by a worker's supervisor once its process has ended (its spool settled)."""
         self._workers.discard(worker)
+        self._launched.discard(worker.pid)
         self._forget_idle(worker)
         self._replenish()
 
