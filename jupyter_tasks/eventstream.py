@@ -51,9 +51,11 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
             raise web.HTTPError(403, "cross-origin request refused")
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             raise web.HTTPError(400, "this route is a WebSocket: send an Upgrade request")
+        from .models import is_task_id  # pydantic's module: not imported at server start
+
         self._task_ids = self.get_arguments("task_id")
         for task_id in self._task_ids:
-            if len(task_id) != 32 or any(c not in "0123456789abcdef" for c in task_id):
+            if not is_task_id(task_id):
                 raise InvalidParameters("must be 32 lower-case hex characters", field="task_id")
         self._group = self.get_argument("group", None)
         self._engine = await self.engine()

@@ -31,7 +31,6 @@ from .handlerbase import (
 MAX_BATCH = 10_000
 MAX_LIST_LIMIT = 1_000
 _TASK_ID = r"(?P<task_id>[0-9a-f]{32})"
-_TASK_ID_TEXT = re.compile(r"[0-9a-f]{32}")
 #: A path under ``/tasks/`` shaped like a task route: ``{id}`` or ``{id}/<verb>``.
 _ID_ROUTE = re.compile(r"(?P<id>[^/]*)(?:/(?:cancel|rerun|result|logs))?/?", re.DOTALL)
 _FIXED_ROUTES = frozenset({"batch", "blobs", "types", "health", "events", "openapi.json"})
@@ -298,8 +297,10 @@ class NotFoundHandler(TasksHandler):
     @web.authenticated
     @authorized("read")
     async def get(self, path: str = "") -> None:
+        from .models import is_task_id
+
         match = _ID_ROUTE.fullmatch(path)
-        if match and match["id"] not in _FIXED_ROUTES and not _TASK_ID_TEXT.fullmatch(match["id"]):
+        if match and match["id"] not in _FIXED_ROUTES and not is_task_id(match["id"]):
             shown = match["id"] if len(match["id"]) <= 64 else match["id"][:64] + "..."
             message = f"{shown!r} is not a task id (32 lower-case hex characters)"
             raise TasksHTTPError(404, f"task_id: {message}")

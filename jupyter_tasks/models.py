@@ -10,6 +10,7 @@ never passes silently.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_serializer
 
 TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
+_TASK_ID = re.compile(r"[0-9a-f]{32}")
 
 #: Timeouts beyond this (about 68 years) are surely mistakes, and would overflow SQLite.
 MAX_TIMEOUT_SECONDS = 2**31 - 1
@@ -50,6 +52,11 @@ ALLOWED_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.FAILED: frozenset(),
     TaskStatus.CANCELLED: frozenset(),
 }
+
+
+def is_task_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a task id (and no more: no trailing newline)."""
+    return _TASK_ID.fullmatch(text) is not None
 
 
 def new_task_id() -> str:

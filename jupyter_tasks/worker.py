@@ -240,16 +240,6 @@ class _Spool:
 SPOOL_TASK_ATTRIBUTE = "user.jupyter_tasks.task_id"
 
 
-def spool_task_id(spool: str) -> str | None:
-    """The task id a spool was tagged with, if it is a well-formed one."""
-    try:
-        value = os.getxattr(spool, SPOOL_TASK_ATTRIBUTE).decode("ascii")
-    except (AttributeError, OSError, UnicodeDecodeError):
-        return None
-    hex_digits = "0123456789abcdef"
-    return value if len(value) == 32 and all(c in hex_digits for c in value) else None
-
-
 def hand_over_output(spool: str, log_path: str) -> None:
     """Move a spool's content to the end of a task's log; the spool's name is gone after.
 
@@ -267,6 +257,14 @@ def hand_over_output(spool: str, log_path: str) -> None:
                 dst.write(chunk)
     finally:
         os.unlink(moving)
+
+
+def settle_spool(spool: str, log_path: str | None) -> None:
+    """A spool whose worker is gone: what it holds goes to ``log_path``, else it is removed."""
+    if log_path is not None and os.path.getsize(spool) > 0:
+        hand_over_output(spool, log_path)
+    else:
+        os.unlink(spool)
 
 
 def _open_appending(path: str, truncate: bool = False) -> int:

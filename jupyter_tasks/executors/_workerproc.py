@@ -25,7 +25,8 @@ from typing import IO, Any
 import psutil
 
 from .._workerguard import AVAILABLE as GUARDED
-from ..worker import hand_over_output, spool_task_id
+from ..models import is_task_id
+from ..worker import SPOOL_TASK_ATTRIBUTE, settle_spool
 from ._proctree import describe_exit
 from ._replies import deliver_progress
 from .base import ProgressCallback, RunSpec
@@ -47,6 +48,15 @@ def _runs(pid: int) -> bool:
         return False
 
 
+def _spool_task_id(spool: str) -> str | None:
+    """The task id a spool was tagged with (``worker.SPOOL_TASK_ATTRIBUTE``), if it is one."""
+    try:
+        value = os.getxattr(spool, SPOOL_TASK_ATTRIBUTE).decode("ascii")
+    except (AttributeError, OSError, UnicodeDecodeError):
+        return None
+    return value if is_task_id(value) else None
+
+
 def sweep_spools(logs_dir: str, ours: set[int]) -> None:
     """Settle the spool files of workers that are gone (a server killed mid-run).
 
@@ -62,12 +72,10 @@ def sweep_spools(logs_dir: str, ours: set[int]) -> None:
             pid = int(parts[1])
             if pid in ours or _runs(pid):
                 continue
+            task_id = None if entry.name.endswith(".moving") else _spool_task_id(entry.path)
+            log_path = None if task_id is None else os.path.join(logs_dir, f"{task_id}.log")
             with contextlib.suppress(OSError):
-                task_id = None if entry.name.endswith(".moving") else spool_task_id(entry.path)
-                if task_id is not None and entry.stat().st_size > 0:
-                    hand_over_output(entry.path, os.path.join(logs_dir, f"{task_id}.log"))
-                else:
-                    os.unlink(entry.path)
+                settle_spool(entry.path, log_path)
 
 
 #: Linux: requests are signalled on an eventfd the worker waits on, not by the socket.
@@ -224,11 +232,9 @@ class WorkerProcess:
         path, job = self.spool_path, self.job
         if path is None:
             return
+        owner = job if job is not None and job.spool == path else None
         with contextlib.suppress(OSError):
-            if job is not None and job.spool == path and os.path.getsize(path) > 0:
-                hand_over_output(path, job.spec.log_path)
-            else:
-                os.unlink(path)
+            settle_spool(path, None if owner is None else owner.spec.log_path)
 
     def kill_now(self) -> None:
         """SIGKILL the worker's group at once (protocol errors, start timeouts)."""
