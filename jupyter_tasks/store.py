@@ -179,6 +179,22 @@ def _row_to_task(row: sqlite3.Row) -> Task:
     )
 
 
+def _check_transition(expected: TaskStatus, new: TaskStatus) -> None:
+    if new not in ALLOWED_TRANSITIONS[expected]:
+        raise InvalidTransition(f"a task cannot go from {expected.value} to {new.value}")
+
+
+def _column_values(fields: dict[str, Any] | None) -> dict[str, Any]:
+    """A transition's fields as column values: errors as JSON, times as timestamps."""
+    values = dict(fields or {})
+    if values.get("error") is not None:
+        values["error"] = json.dumps(values["error"])
+    for key in ("started_at", "finished_at"):
+        if isinstance(values.get(key), datetime):
+            values[key] = values[key].timestamp()
+    return values
+
+
 def _derive(current: Task, new: TaskStatus, fields: dict[str, Any], bump: bool) -> Task:
     """``current`` after a transition to ``new`` that set ``fields`` (column names)."""
     update: dict[str, Any] = {"status": new}
@@ -186,7 +202,7 @@ def _derive(current: Task, new: TaskStatus, fields: dict[str, Any], bump: bool) 
         if key in fields:
             value = fields[key]
             update[key] = _ts(value) if not isinstance(value, datetime) else value
-    for key in ("progress", "message"):
+    for key in ("progress", "message", "attempt"):
         if key in fields:
             update[key] = fields[key]
     if "error" in fields:
@@ -588,45 +604,98 @@ class Store:
         ``current`` is the record as the caller knows it to be (this process owns the
         task): the new record is derived from it instead of read back.
         """
-        if new not in ALLOWED_TRANSITIONS[expected]:
-            raise InvalidTransition(f"a task cannot go from {expected.value} to {new.value}")
-        values = dict(fields or {})
-        if "error" in values and values["error"] is not None:
-            values["error"] = json.dumps(values["error"])
-        for key in ("started_at", "finished_at"):
-            if isinstance(values.get(key), datetime):
-                values[key] = values[key].timestamp()
+        _check_transition(expected, new)
+        values = _column_values(fields)
 
         def transition(db: sqlite3.Connection) -> Task | None:
-            sets = "".join(f", {k} = ?" for k in values)
-            if bump_attempt:
-                sets += ", attempt = attempt + 1"
-            sql = f"UPDATE tasks SET status = ?{sets} WHERE task_id = ? AND status = ?"
-            params = (new.value, *values.values(), task_id, expected.value)
-            row = None
-            if current is not None or not _HAS_RETURNING:
-                if db.execute(sql, params).rowcount != 1:
-                    return None
-            else:  # one statement instead of two
-                row = db.execute(f"{sql} RETURNING {_COLUMNS}", params).fetchone()
-                if row is None:
-                    return None
-            if result is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
-                    (task_id, json.dumps(result.preview), result.size, result.inline, result.path),
-                )
-            if log_cap is not None:
-                self._trim_log(task_id, log_cap)
-            if current is not None:
-                return _derive(current, new, fields or {}, bump_attempt)
-            if row is None:
-                row = db.execute(
-                    f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
-                ).fetchone()
-            return _row_to_task(row)
+            return self._apply(
+                db,
+                task_id,
+                expected,
+                new,
+                values,
+                fields or {},
+                result,
+                bump_attempt,
+                log_cap,
+                current,
+            )
 
         return await self._commit(transition)
+
+    async def transition_many(
+        self,
+        changes: Sequence[tuple[Task, dict[str, Any], StoredResult | None]],
+        expected: TaskStatus,
+        new: TaskStatus,
+        bump_attempt: bool = False,
+        log_cap: int | None = None,
+    ) -> list[Task | None]:
+        """``transition`` of several tasks this process owns, each ``(current, fields,
+        result)``, in one transaction; None in place of each whose status differed."""
+        _check_transition(expected, new)
+        rows = [(task, _column_values(fields), fields, result) for task, fields, result in changes]
+
+        def transition(db: sqlite3.Connection) -> list[Task | None]:
+            return [
+                self._apply(
+                    db,
+                    task.task_id,
+                    expected,
+                    new,
+                    values,
+                    fields,
+                    result,
+                    bump_attempt,
+                    log_cap,
+                    task,
+                )
+                for task, values, fields, result in rows
+            ]
+
+        return await self._commit(transition)
+
+    def _apply(
+        self,
+        db: sqlite3.Connection,
+        task_id: str,
+        expected: TaskStatus,
+        new: TaskStatus,
+        values: dict[str, Any],
+        fields: dict[str, Any],
+        result: StoredResult | None,
+        bump_attempt: bool,
+        log_cap: int | None,
+        current: Task | None,
+    ) -> Task | None:
+        """Store thread: one compare-and-set transition (see ``transition``)."""
+        sets = "".join(f", {k} = ?" for k in values)
+        if bump_attempt:
+            sets += ", attempt = attempt + 1"
+        sql = f"UPDATE tasks SET status = ?{sets} WHERE task_id = ? AND status = ?"
+        params = (new.value, *values.values(), task_id, expected.value)
+        row = None
+        if current is not None or not _HAS_RETURNING:
+            if db.execute(sql, params).rowcount != 1:
+                return None
+        else:  # one statement instead of two
+            row = db.execute(f"{sql} RETURNING {_COLUMNS}", params).fetchone()
+            if row is None:
+                return None
+        if result is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
+                (task_id, json.dumps(result.preview), result.size, result.inline, result.path),
+            )
+        if log_cap is not None:
+            self._trim_log(task_id, log_cap)
+        if current is not None:
+            return _derive(current, new, fields, bump_attempt)
+        if row is None:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+        return _row_to_task(row)
 
     def _trim_log(self, task_id: str, cap: int) -> None:
         """Keep the tail of a finished task's log within ``cap`` bytes."""
