@@ -16,9 +16,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .blobs import BlobWriter, remove_files
 from .errors import (
@@ -31,7 +32,7 @@ from .errors import (
     UnknownTaskType,
 )
 from .events import EventHub, Subscription
-from .executors.base import Executor, Outcome, RunSpec, TaskKilled
+from .executors.base import Executor, Outcome, RunSpec, TaskKilled, TaskNotBegun
 from .models import (
     FINISHED,
     TASK_TIMEOUT,
@@ -46,6 +47,12 @@ from .tasktypes import TaskTypeRegistry, load_default_registry
 from .tasktypes.base import SubmitContext
 
 log = logging.getLogger("jupyter_tasks")
+T = TypeVar("T")
+
+#: Most tasks one executor slot takes at once from a backlog (see ``_take_chunk``).
+CHUNK_MAX = 16
+#: A task kind's chunks grow while its attempts end within this; one slower resets them.
+SHORT_RUN_SECONDS = 0.01
 
 __all__ = ["BlobWriter", "EngineConfig", "Orchestrator", "ResultInfo", "Subscription"]
 
@@ -92,6 +99,14 @@ class _Run:
     task_json: dict[str, Any] | None = None
     progress_dirty: bool = False
     holds_slot: bool = True  # until its executor run returns
+    #: In a chunk (see ``_take_chunk``): its running record, and whether it still waits
+    #: for its turn (it was never handed to the executor).
+    task: Task | None = None
+    waiting: bool = False
+    begun: bool = True  # false when the executor stopped it before it began
+    in_chunk: bool = False
+    began_at: float | None = None  # in a chunk: when its worker began it (None: never)
+    ended_at: float | None = None
 
 
 def _process_started(pid: int) -> float | None:
@@ -133,6 +148,7 @@ class Orchestrator:
         self._counter = itertools.count()
         self._running: dict[str, _Run] = {}
         self._slots_used = 0  # runs holding one of the ``max_workers`` executor slots
+        self._chunk_sizes: dict[str, int] = {}  # task kind -> tasks a chunk of it may take
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
@@ -311,7 +327,48 @@ class Orchestrator:
                 run = _Run(task_id, loop.create_future())
                 self._running[task_id] = run
                 self._slots_used += 1
-                self._spawn(self._run(run, None, record))
+                chunk = [] if record is None else self._take_chunk(record)
+                if record is not None and chunk:
+                    self._spawn(self._run_chunk([(run, record), *chunk]))
+                else:
+                    self._spawn(self._run(run, None, record))
+
+    def _take_chunk(self, first: Task) -> list[tuple[_Run, Task]]:
+        """More queued tasks of ``first``'s kind to run after it on the same slot.
+
+        A backlog of short tasks is run in chunks: they start in one transaction and
+        end in batches, so each costs a share of two commits instead of two.  A kind
+        whose attempts ran short gets chunks twice as big each time, up to
+        ``CHUNK_MAX``; one slow attempt takes it back to one task at a time.  A chunk
+        takes at most its slot's share of the backlog, the heap's next tasks in
+        priority order, and only those of the same kind that this process submitted.
+        """
+        kind = _kind(first)
+        size = min(self._chunk_sizes.get(kind, 1), 1 + len(self._heap) // self.config.max_workers)
+        taken: list[tuple[_Run, Task]] = []
+        loop = asyncio.get_running_loop()
+        while len(taken) + 1 < size and self._heap:
+            task_id = self._heap[0][2]
+            if task_id not in self._queued:  # cancelled while it waited
+                heapq.heappop(self._heap)
+                self._records.pop(task_id, None)
+                continue
+            record = self._records.get(task_id)
+            if record is None or _kind(record) != kind:
+                break
+            heapq.heappop(self._heap)
+            del self._queued[task_id], self._records[task_id]
+            run = _Run(task_id, loop.create_future(), holds_slot=False, waiting=True)
+            self._running[task_id] = run
+            taken.append((run, record))
+        return taken
+
+    def _note_duration(self, task: Task, seconds: float) -> None:
+        kind = _kind(task)
+        if seconds < SHORT_RUN_SECONDS:
+            self._chunk_sizes[kind] = min(CHUNK_MAX, 2 * self._chunk_sizes.get(kind, 1))
+        else:
+            self._chunk_sizes.pop(kind, None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -357,14 +414,26 @@ class Orchestrator:
         if run.kill_reason is not None:
             await self._settle(run, task, None)
             return
+        outcome = await self._execute(run, task)
+        # The worker is free again: let the next task start while this one is recorded, so
+        # both transitions can share one commit.
+        self._release_slot(run)
+        await self._record_end(run, task, outcome)
+
+    async def _execute(self, run: _Run, task: Task, follows: str | None = None) -> Outcome | None:
+        """Run the attempt in the executor under its timeout; None when it was killed."""
         spec = self._spec(task)
         timeout = task.timeout_seconds or self.config.default_timeout_seconds
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout, self._kill_soon, run, "timeout") if timeout else None
+        began = loop.time()
         outcome: Outcome | None
         try:
-            outcome = await self.executor.run(spec, lambda p, m: self._on_progress(run, p, m))
-        except TaskKilled:
+            outcome = await self.executor.run(
+                spec, lambda p, m: self._on_progress(run, p, m), follows
+            )
+        except TaskKilled as exc:
+            run.begun = not isinstance(exc, TaskNotBegun)
             outcome = None
         except Exception as exc:  # an executor fault fails the task, never the server
             log.exception("jupyter-tasks: executor failed on task %s", task.task_id)
@@ -372,18 +441,164 @@ class Orchestrator:
         finally:
             if timer is not None:
                 timer.cancel()
-        # The worker is free again: let the next task start while this one is recorded, so
-        # both transitions can share one commit.
-        self._release_slot(run)
+        self._note_duration(task, loop.time() - began)
+        return outcome
+
+    async def _record_end(self, run: _Run, task: Task, outcome: Outcome | None) -> None:
+        """``_settle``, retried while the disk is full or read-only."""
+        await self._until_recorded(run.task_id, lambda: self._settle(run, task, outcome))
+
+    async def _until_recorded(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
         delay = 0.5
         while True:
             try:
-                await self._settle(run, task, outcome)
-                return
+                return await write()
             except StoreUnavailable as exc:  # a full or read-only disk: record the end later
-                log.warning("jupyter-tasks: task %s ended, not recorded yet: %s", run.task_id, exc)
+                log.warning("jupyter-tasks: task %s ended, not recorded yet: %s", what, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    # -- chunks ------------------------------------------------------------------------------
+
+    async def _run_chunk(self, chunk: builtins.list[tuple[_Run, Task]]) -> None:
+        """Run a chunk's tasks one after another on the slot its first one holds.
+
+        They start in one transaction; each is queued on the worker while the one
+        before it runs, and completions are recorded in batches meanwhile.  A task
+        still waiting for its turn never ran: ``cancel()`` ends it at once, and a
+        stopping engine puts it back in the queue.
+        """
+        runs = [run for run, _ in chunk]
+        for run in runs:
+            run.waiting = run.in_chunk = True
+        completed: builtins.list[tuple[_Run, Task, Outcome]] = []
+        recorder: asyncio.Task[None] | None = None
+        requeue: builtins.list[tuple[_Run, Task]] = []
+
+        async def step(run: _Run, task: Task, ahead: _Run | None) -> None:
+            nonlocal recorder
+            handed = time.time()
+            outcome = await self._execute(run, task, None if ahead is None else ahead.task_id)
+            run.ended_at = time.time()
+            if run.begun:  # it began when its worker was done with the task ahead of it
+                run.began_at = max(handed, (ahead.ended_at or handed) if ahead else handed)
+            if run.kill_reason == "stop" and not run.begun:
+                requeue.append((run, task))
+                return
+            if outcome is not None and outcome.ok and run.kill_reason in (None, "cancel"):
+                completed.append((run, task, outcome))
+                if recorder is None or recorder.done():
+                    recorder = asyncio.create_task(self._record_completions(completed))
+                return
+            await self._record_end(run, task, outcome)
+            self._finish_run(run)
+
+        steps: deque[asyncio.Task[None]] = deque()
+        try:
+            await self._start_chunk(chunk)
+            ahead: _Run | None = None
+            for run in runs:
+                task = run.task
+                if task is None or not run.waiting:
+                    continue  # it did not start, or cancel() ended it
+                run.waiting = False
+                if run.kill_reason == "stop":
+                    requeue.append((run, task))
+                elif run.kill_reason is not None:  # cancelled before its turn
+                    await self._end_unrun(run, task)
+                else:
+                    steps.append(asyncio.create_task(step(run, task, ahead)))
+                    ahead = run
+                    if len(steps) > 1:  # one runs, the next waits on the worker
+                        await asyncio.wait({steps[0]})
+                        steps.popleft().result()
+            await asyncio.gather(*steps)
+            self._release_slot(runs[0])
+            if requeue:
+                await self._requeue(requeue)
+        except Exception:
+            log.exception("jupyter-tasks: running a chunk of %d tasks failed", len(chunk))
+        finally:
+            self._release_slot(runs[0])
+            await asyncio.gather(*steps, return_exceptions=True)
+            if recorder is not None:
+                await asyncio.gather(recorder, return_exceptions=True)
+            for run in runs:
+                self._finish_run(run)
+            self._wake.set()
+
+    async def _start_chunk(self, chunk: builtins.list[tuple[_Run, Task]]) -> None:
+        """``created -> running`` for every task of a chunk, in one transaction."""
+        fields = {"started_at": time.time(), "finished_at": None, "owner": self.owner.owner_id}
+        started = await self.store.transition_many(
+            [(task, fields, None) for _, task in chunk],
+            TaskStatus.CREATED,
+            TaskStatus.RUNNING,
+            bump_attempt=True,
+        )
+        for (run, _), task in zip(chunk, started, strict=True):
+            run.task = task
+            if task is not None:
+                self._publish(task)
+        for (run, _), task in zip(chunk, started, strict=True):
+            if task is None:  # cancelled or taken meanwhile: tell whoever waits how it is now
+                current = await self.store.get(run.task_id)
+                if current is not None:
+                    self._publish(current)
+                self._finish_run(run)
+
+    async def _end_unrun(self, run: _Run, task: Task) -> None:
+        """Settle a chunk's task that was cancelled before its turn came."""
+        try:
+            await self._record_end(run, task, None)
+        finally:
+            self._finish_run(run)
+
+    async def _record_completions(
+        self, completed: builtins.list[tuple[_Run, Task, Outcome]]
+    ) -> None:
+        """Record what ``completed`` holds, and what arrives meanwhile, a batch per commit."""
+        while completed:
+            batch = completed[:]
+            del completed[:]
+            now = time.time()
+            changes = [
+                (
+                    self._overlay(task),
+                    {"finished_at": now, "progress": 1.0, **_began(run)},
+                    _stored(outcome),
+                )
+                for run, task, outcome in batch
+            ]
+            finals = await self._until_recorded(
+                batch[0][1].task_id,
+                lambda changes=changes: self.store.transition_many(  # type: ignore[misc]
+                    changes,
+                    TaskStatus.RUNNING,
+                    TaskStatus.COMPLETED,
+                    log_cap=self.config.log_max_bytes,
+                ),
+            )
+            for (run, _, _), final in zip(batch, finals, strict=True):
+                if final is not None:
+                    self._publish(final)
+                self._finish_run(run)
+
+    async def _requeue(self, items: builtins.list[tuple[_Run, Task]]) -> None:
+        """Chunk tasks that never ran go back to ``created`` (a stopping engine's)."""
+        fields = {"started_at": None, "attempt": 0}
+        changes = [(task, {**fields, "attempt": task.attempt - 1}, None) for _, task in items]
+        for task in await self.store.transition_many(
+            changes, TaskStatus.RUNNING, TaskStatus.CREATED
+        ):
+            if task is not None:
+                self._publish(task)
+
+    def _finish_run(self, run: _Run) -> None:
+        if self._running.get(run.task_id) is run:
+            del self._running[run.task_id]
+        if not run.done.done():
+            run.done.set_result(None)
 
     def _release_slot(self, run: _Run) -> None:
         if run.holds_slot:
@@ -425,14 +640,14 @@ class Orchestrator:
                 task.task_id,
                 TaskStatus.RUNNING,
                 TaskStatus.CANCELLED,
-                {"finished_at": now, "message": "cancelled"},
+                {"finished_at": now, "message": "cancelled", **_began(run)},
                 log_cap=self.config.log_max_bytes,
             )
         elif outcome is not None and outcome.ok:
-            final = await self._complete(self._overlay(task), outcome, now)
+            final = await self._complete(self._overlay(task), outcome, now, _began(run))
         else:
             error = self._error_of(task, outcome, reason)
-            final = await self._fail(task, error, now)
+            final = await self._fail(task, error, now, _began(run))
         if final is not None:
             self._publish(final)
 
@@ -444,24 +659,23 @@ class Orchestrator:
             return outcome.error
         return TaskError(type="TaskKilled", message="the task was stopped")
 
-    async def _complete(self, task: Task, outcome: Outcome, now: float) -> Task | None:
-        result = StoredResult(
-            preview=outcome.preview or {"type": "NoneType", "repr": "None", "value": None},
-            size=outcome.result_size,
-            inline=outcome.result_inline,
-            path=outcome.result_file,
-        )
+    async def _complete(
+        self, task: Task, outcome: Outcome, now: float, began: dict[str, Any]
+    ) -> Task | None:
+        result = _stored(outcome)
         return await self.store.transition(
             task.task_id,
             TaskStatus.RUNNING,
             TaskStatus.COMPLETED,
-            {"finished_at": now, "progress": 1.0},
+            {"finished_at": now, "progress": 1.0, **began},
             result=result,
             log_cap=self.config.log_max_bytes,
             current=task,
         )
 
-    async def _fail(self, task: Task, error: TaskError, now: float) -> Task | None:
+    async def _fail(
+        self, task: Task, error: TaskError, now: float, began: dict[str, Any]
+    ) -> Task | None:
         if task.attempt <= task.max_retries:
             delay = min(300.0, self.config.retry_backoff_seconds * 2 ** (task.attempt - 1))
             retried = await self.store.transition(
@@ -485,7 +699,7 @@ class Orchestrator:
             task.task_id,
             TaskStatus.RUNNING,
             TaskStatus.FAILED,
-            {"finished_at": now, "error": error.model_dump()},
+            {"finished_at": now, "error": error.model_dump(), **began},
             log_cap=self.config.log_max_bytes,
         )
 
@@ -653,7 +867,11 @@ class Orchestrator:
         if run is not None:
             if run.kill_reason is None:
                 run.kill_reason = "cancel"
-                await self.executor.kill(task_id)
+                if not run.waiting:
+                    await self.executor.kill(task_id)
+                elif run.task is not None:  # in a chunk, started, not its turn yet: end it now
+                    run.waiting = False
+                    self._spawn(self._end_unrun(run, run.task))
             await asyncio.shield(run.done)
             task = await self.get(task_id)
             if task.status != TaskStatus.CANCELLED:
@@ -756,6 +974,27 @@ class Orchestrator:
                 self.events.publish("deleted", {"task_id": task_id, "status": "deleted"})
             if len(ids) < 1000:
                 return
+
+
+def _kind(task: Task) -> str:
+    """What makes attempts alike in length: the task type and what it runs."""
+    params = task.parameters
+    target = params.get("callable") or params.get("command") or params.get("path")
+    return f"{task.task_type}:{target}" if isinstance(target, str) else task.task_type
+
+
+def _began(run: _Run) -> dict[str, Any]:
+    """A chunk's task records when its worker began it (not when the chunk took it)."""
+    return {"started_at": run.began_at} if run.in_chunk else {}
+
+
+def _stored(outcome: Outcome) -> StoredResult:
+    return StoredResult(
+        preview=outcome.preview or {"type": "NoneType", "repr": "None", "value": None},
+        size=outcome.result_size,
+        inline=outcome.result_inline,
+        path=outcome.result_file,
+    )
 
 
 def _read_output(log_path: str, live: str | None, offset: int, max_bytes: int) -> bytes:

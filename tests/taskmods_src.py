@@ -40,6 +40,17 @@ def record(log: str, name: str) -> str:
     return name
 
 
+def step(log: str, name: str, gate: str = "", crash: bool = False) -> str:
+    """``record`` with a pid; with ``gate``, wait for it first; with ``crash``, segfault after."""
+    if gate:
+        wait_for(gate)
+    with open(log, "a") as fh:
+        fh.write(f"{name} {os.getpid()}\n")
+    if crash:
+        ctypes.string_at(0)
+    return name
+
+
 def sleeper_with_child(pidfile: str, ignore_term: bool = False, setsid: bool = False) -> None:
     """Start a child, write both pids, then sleep until killed."""
     if ignore_term:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import pickle
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -440,3 +441,155 @@ async def test_two_orchestrators_never_double_run(
     finally:
         await second.stop()
         await first.stop()
+
+
+# -- chunks: a backlog of short tasks -------------------------------------------------------
+
+
+async def warm_chunks(orch: Orchestrator, log: Path, runs: int = 6) -> None:
+    """Run short ``step`` tasks one by one, so that its kind is known to be short."""
+    for n in range(runs):
+        await orch.wait((await orch.submit(py("step", str(log), f"warm{n}"))).task_id, HANG)
+
+
+async def wait_status(orch: Orchestrator, task_id: str, status: TaskStatus) -> None:
+    deadline = time.monotonic() + HANG
+    while (await orch.get(task_id)).status != status:
+        assert time.monotonic() < deadline, f"task {task_id} never became {status.value}"
+        await asyncio.sleep(0.01)
+
+
+def runs_of(log: Path) -> dict[str, list[str]]:
+    """Task name -> pids of the workers that ran it, from a ``step`` log."""
+    out: dict[str, list[str]] = {}
+    for line in log.read_text().splitlines():
+        name, pid = line.split()
+        out.setdefault(name, []).append(pid)
+    return out
+
+
+async def test_a_backlog_runs_in_chunks_and_each_task_once(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    orch = Orchestrator(make_config(max_workers=1))
+    await orch.start()
+    try:
+        log, gate = tmp_path / "log", tmp_path / "gate"
+        await warm_chunks(orch, log)
+        first = await orch.submit(py("step", str(log), "first", str(gate)))
+        await wait_status(orch, first.task_id, TaskStatus.RUNNING)
+        sub = orch.subscribe(max_pending=1000)
+        batch = await orch.submit_batch([py("step", str(log), f"t{n}") for n in range(40)])
+        # The backlog forms while the worker is held; then chunks of it start together.
+        gate.write_text("go")
+        done = [await orch.wait(t.task_id, HANG) for t in [first, *batch]]
+        sub.close()
+        running: set[str] = set()
+        most = 0
+        async for event in sub:
+            if event["event"] == "transition":
+                (running.add if event["status"] == "running" else running.discard)(event["task_id"])
+                most = max(most, len(running))
+        assert most > 2, "one worker, and yet the backlog was never taken in chunks"
+        assert all(t.status == TaskStatus.COMPLETED and t.attempt == 1 for t in done)
+        # Each records when its worker began it, in the order they ran.
+        starts = [t.started_at for t in done]
+        assert None not in starts and starts == sorted(starts)
+        runs = runs_of(log)
+        assert all(len(runs[f"t{n}"]) == 1 for n in range(40)), "a task ran twice or never"
+        assert [line.split()[0] for line in log.read_text().splitlines()][6:] == [
+            "first",
+            *(f"t{n}" for n in range(40)),
+        ], "a chunk changed the order of equal-priority tasks"
+    finally:
+        await orch.stop()
+
+
+async def test_cancelling_a_task_waiting_in_a_chunk_never_runs_it(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    """Cancelled while the task before it runs: it never runs, and that task is unharmed."""
+    orch = Orchestrator(make_config(max_workers=1))
+    await orch.start()
+    try:
+        log, gate = tmp_path / "log", tmp_path / "gate"
+        await warm_chunks(orch, log)
+        names = ["head", "next", "later", "last"]
+        tasks = await orch.submit_batch(
+            [py("step", str(log), "head", str(gate))]
+            + [py("step", str(log), name) for name in names[1:]]
+        )
+        head, nxt, later, last = tasks
+        for task in tasks:  # a chunk: all taken at once, the head runs, the rest wait
+            await wait_status(orch, task.task_id, TaskStatus.RUNNING)
+        # "next" is queued on the worker behind the head, "later" still waits in the chunk.
+        for task in (nxt, later):
+            cancelled = await orch.cancel(task.task_id)
+            assert cancelled.status == TaskStatus.CANCELLED
+        gate.write_text("go")
+        assert (await orch.wait(head.task_id, HANG)).status == TaskStatus.COMPLETED
+        assert (await orch.wait(last.task_id, HANG)).status == TaskStatus.COMPLETED
+        runs = runs_of(log)
+        assert "next" not in runs and "later" not in runs
+        assert runs["head"] == runs["last"], "the cancel took the head's worker down"
+    finally:
+        await orch.stop()
+
+
+async def test_a_crash_in_a_chunk_fails_only_its_task(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    orch = Orchestrator(make_config(max_workers=1))
+    await orch.start()
+    try:
+        log, gate = tmp_path / "log", tmp_path / "gate"
+        await warm_chunks(orch, log)
+        requests = [py("step", str(log), "head", str(gate))]
+        requests += [py("step", str(log), "crash", crash=True)]
+        requests += [py("step", str(log), f"t{n}") for n in range(6)]
+        tasks = await orch.submit_batch(requests)
+        for task in tasks[:3]:
+            await wait_status(orch, task.task_id, TaskStatus.RUNNING)
+        gate.write_text("go")
+        done = [await orch.wait(t.task_id, HANG) for t in tasks]
+        crashed = done[1]
+        assert crashed.status == TaskStatus.FAILED
+        assert crashed.error is not None and crashed.error.type == "WorkerCrashed"
+        assert all(t.status == TaskStatus.COMPLETED for t in [done[0], *done[2:]])
+        runs = runs_of(log)
+        assert all(len(runs[f"t{n}"]) == 1 for n in range(6)), "a task ran twice or never"
+    finally:
+        await orch.stop()
+
+
+async def test_tasks_waiting_in_a_chunk_are_queued_again_at_stop(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    config = make_config(max_workers=1)
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    orch = Orchestrator(config)
+    await orch.start()
+    try:
+        await warm_chunks(orch, log)
+        tasks = await orch.submit_batch(
+            [py("step", str(log), "head", str(gate))]
+            + [py("step", str(log), name) for name in ("a", "b", "c")]
+        )
+        for task in tasks:
+            await wait_status(orch, task.task_id, TaskStatus.RUNNING)
+    finally:
+        await orch.stop()
+    with sqlite3.connect(config.db_path) as db:
+        statuses = dict(db.execute("SELECT task_id, status FROM tasks").fetchall())
+    assert [statuses[t.task_id] for t in tasks] == ["failed", "created", "created", "created"]
+    again = Orchestrator(config)
+    await again.start()
+    try:
+        head = await again.get(tasks[0].task_id)
+        assert head.status == TaskStatus.FAILED and head.error is not None
+        assert head.error.type == "ServerRestart"
+        done = [await again.wait(t.task_id, HANG) for t in tasks[1:]]
+        assert all(t.status == TaskStatus.COMPLETED and t.attempt == 1 for t in done)
+        assert sorted(runs_of(log)) == sorted([f"warm{n}" for n in range(6)] + ["a", "b", "c"])
+    finally:
+        await again.stop()
