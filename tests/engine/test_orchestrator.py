@@ -505,78 +505,78 @@ async def test_a_backlog_runs_in_chunks_and_each_task_once(
         await orch.stop()
 
 
+@pytest.fixture
+def one_worker(
+    make_config: Callable[..., EngineConfig], jp_asyncio_loop: asyncio.AbstractEventLoop
+) -> Iterator[Orchestrator]:
+    o = Orchestrator(make_config(max_workers=1))
+    jp_asyncio_loop.run_until_complete(o.start())
+    yield o
+    jp_asyncio_loop.run_until_complete(o.stop())
+
+
+async def held_chunk(
+    orch: Orchestrator, tmp_path: Path, requests: list[TaskRequest], running: int
+) -> list[Task]:
+    """A chunk of ``step`` tasks whose head waits for ``tmp_path / "gate"``.
+
+    The kind is warmed first, then the head and ``requests`` are submitted at once;
+    returns once the first ``running`` of them are running (taken by the chunk).
+    """
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    await warm_chunks(orch, log)
+    tasks = await orch.submit_batch([py("step", str(log), "head", str(gate)), *requests])
+    for task in tasks[:running]:
+        await wait_status(orch, task.task_id, TaskStatus.RUNNING)
+    return tasks
+
+
 async def test_cancelling_a_task_waiting_in_a_chunk_never_runs_it(
-    make_config: Callable[..., EngineConfig], tmp_path: Path
+    one_worker: Orchestrator, tmp_path: Path
 ) -> None:
     """Cancelled while the task before it runs: it never runs, and that task is unharmed."""
-    orch = Orchestrator(make_config(max_workers=1))
-    await orch.start()
-    try:
-        log, gate = tmp_path / "log", tmp_path / "gate"
-        await warm_chunks(orch, log)
-        names = ["head", "next", "later", "last"]
-        tasks = await orch.submit_batch(
-            [py("step", str(log), "head", str(gate))]
-            + [py("step", str(log), name) for name in names[1:]]
-        )
-        head, nxt, later, last = tasks
-        for task in tasks:  # a chunk: all taken at once, the head runs, the rest wait
-            await wait_status(orch, task.task_id, TaskStatus.RUNNING)
-        # "next" is queued on the worker behind the head, "later" still waits in the chunk.
-        for task in (nxt, later):
-            cancelled = await orch.cancel(task.task_id)
-            assert cancelled.status == TaskStatus.CANCELLED
-        gate.write_text("go")
-        assert (await orch.wait(head.task_id, HANG)).status == TaskStatus.COMPLETED
-        assert (await orch.wait(last.task_id, HANG)).status == TaskStatus.COMPLETED
-        runs = runs_of(log)
-        assert "next" not in runs and "later" not in runs
-        assert runs["head"] == runs["last"], "the cancel took the head's worker down"
-    finally:
-        await orch.stop()
+    log = tmp_path / "log"
+    requests = [py("step", str(log), name) for name in ("next", "later", "last")]
+    head, nxt, later, last = await held_chunk(one_worker, tmp_path, requests, running=4)
+    # "next" is queued on the worker behind the head, "later" still waits in the chunk.
+    for task in (nxt, later):
+        cancelled = await one_worker.cancel(task.task_id)
+        assert cancelled.status == TaskStatus.CANCELLED
+    (tmp_path / "gate").write_text("go")
+    assert (await one_worker.wait(head.task_id, HANG)).status == TaskStatus.COMPLETED
+    assert (await one_worker.wait(last.task_id, HANG)).status == TaskStatus.COMPLETED
+    runs = runs_of(log)
+    assert "next" not in runs and "later" not in runs
+    assert runs["head"] == runs["last"], "the cancel took the head's worker down"
 
 
 async def test_a_crash_in_a_chunk_fails_only_its_task(
-    make_config: Callable[..., EngineConfig], tmp_path: Path
+    one_worker: Orchestrator, tmp_path: Path
 ) -> None:
-    orch = Orchestrator(make_config(max_workers=1))
-    await orch.start()
-    try:
-        log, gate = tmp_path / "log", tmp_path / "gate"
-        await warm_chunks(orch, log)
-        requests = [py("step", str(log), "head", str(gate))]
-        requests += [py("step", str(log), "crash", crash=True)]
-        requests += [py("step", str(log), f"t{n}") for n in range(6)]
-        tasks = await orch.submit_batch(requests)
-        for task in tasks[:3]:
-            await wait_status(orch, task.task_id, TaskStatus.RUNNING)
-        gate.write_text("go")
-        done = [await orch.wait(t.task_id, HANG) for t in tasks]
-        crashed = done[1]
-        assert crashed.status == TaskStatus.FAILED
-        assert crashed.error is not None and crashed.error.type == "WorkerCrashed"
-        assert all(t.status == TaskStatus.COMPLETED for t in [done[0], *done[2:]])
-        runs = runs_of(log)
-        assert all(len(runs[f"t{n}"]) == 1 for n in range(6)), "a task ran twice or never"
-    finally:
-        await orch.stop()
+    log = tmp_path / "log"
+    requests = [py("step", str(log), "crash", crash=True)]
+    requests += [py("step", str(log), f"t{n}") for n in range(6)]
+    tasks = await held_chunk(one_worker, tmp_path, requests, running=3)
+    (tmp_path / "gate").write_text("go")
+    done = [await one_worker.wait(t.task_id, HANG) for t in tasks]
+    crashed = done[1]
+    assert crashed.status == TaskStatus.FAILED
+    assert crashed.error is not None and crashed.error.type == "WorkerCrashed"
+    assert all(t.status == TaskStatus.COMPLETED for t in [done[0], *done[2:]])
+    runs = runs_of(log)
+    assert all(len(runs[f"t{n}"]) == 1 for n in range(6)), "a task ran twice or never"
 
 
 async def test_tasks_waiting_in_a_chunk_are_queued_again_at_stop(
     make_config: Callable[..., EngineConfig], tmp_path: Path
 ) -> None:
     config = make_config(max_workers=1)
-    log, gate = tmp_path / "log", tmp_path / "gate"
+    log = tmp_path / "log"
     orch = Orchestrator(config)
     await orch.start()
     try:
-        await warm_chunks(orch, log)
-        tasks = await orch.submit_batch(
-            [py("step", str(log), "head", str(gate))]
-            + [py("step", str(log), name) for name in ("a", "b", "c")]
-        )
-        for task in tasks:
-            await wait_status(orch, task.task_id, TaskStatus.RUNNING)
+        requests = [py("step", str(log), name) for name in ("a", "b", "c")]
+        tasks = await held_chunk(orch, tmp_path, requests, running=4)
     finally:
         await orch.stop()
     with sqlite3.connect(config.db_path) as db:
