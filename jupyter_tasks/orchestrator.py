@@ -540,6 +540,9 @@ class Orchestrator:
             run.task = task
             if task is not None:
                 self._publish(task)
+            if task is not None and run.kill_reason == "cancel":  # cancel() came meanwhile
+                run.waiting = False
+                self._spawn(self._end_unrun(run, task))
         for (run, _), task in zip(chunk, started, strict=True):
             if task is None:  # cancelled or taken meanwhile: tell whoever waits how it is now
                 current = await self.store.get(run.task_id)
