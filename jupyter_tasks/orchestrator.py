@@ -16,7 +16,6 @@ import logging
 import os
 import socket
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -32,7 +31,7 @@ from .errors import (
     UnknownTaskType,
 )
 from .events import EventHub, Subscription
-from .executors.base import Executor, Outcome, RunSpec, TaskKilled, TaskNotBegun
+from .executors.base import Executor, Outcome, RunSpec, TaskKilled
 from .models import (
     FINISHED,
     TASK_TIMEOUT,
@@ -103,10 +102,8 @@ class _Run:
     #: for its turn (it was never handed to the executor).
     task: Task | None = None
     waiting: bool = False
-    begun: bool = True  # false when the executor stopped it before it began
     in_chunk: bool = False
-    began_at: float | None = None  # in a chunk: when its worker began it (None: never)
-    ended_at: float | None = None
+    began_at: float | None = None  # in a chunk: when it was handed to the executor
 
 
 def _process_started(pid: int) -> float | None:
@@ -420,7 +417,7 @@ class Orchestrator:
         self._release_slot(run)
         await self._record_end(run, task, outcome)
 
-    async def _execute(self, run: _Run, task: Task, follows: str | None = None) -> Outcome | None:
+    async def _execute(self, run: _Run, task: Task) -> Outcome | None:
         """Run the attempt in the executor under its timeout; None when it was killed."""
         spec = self._spec(task)
         timeout = task.timeout_seconds or self.config.default_timeout_seconds
@@ -429,11 +426,8 @@ class Orchestrator:
         began = loop.time()
         outcome: Outcome | None
         try:
-            outcome = await self.executor.run(
-                spec, lambda p, m: self._on_progress(run, p, m), follows
-            )
-        except TaskKilled as exc:
-            run.begun = not isinstance(exc, TaskNotBegun)
+            outcome = await self.executor.run(spec, lambda p, m: self._on_progress(run, p, m))
+        except TaskKilled:
             outcome = None
         except Exception as exc:  # an executor fault fails the task, never the server
             log.exception("jupyter-tasks: executor failed on task %s", task.task_id)
@@ -463,10 +457,9 @@ class Orchestrator:
     async def _run_chunk(self, chunk: builtins.list[tuple[_Run, Task]]) -> None:
         """Run a chunk's tasks one after another on the slot its first one holds.
 
-        They start in one transaction; each is queued on the worker while the one
-        before it runs, and completions are recorded in batches meanwhile.  A task
-        still waiting for its turn never ran: ``cancel()`` ends it at once, and a
-        stopping engine puts it back in the queue.
+        They start in one transaction, and completions are recorded in batches while
+        the next tasks run.  A task still waiting for its turn never ran: ``cancel()``
+        ends it at once, and a stopping engine puts it back in the queue.
         """
         runs = [run for run, _ in chunk]
         for run in runs:
@@ -474,29 +467,8 @@ class Orchestrator:
         completed: builtins.list[tuple[_Run, Task, Outcome]] = []
         recorder: asyncio.Task[None] | None = None
         requeue: builtins.list[tuple[_Run, Task]] = []
-
-        async def step(run: _Run, task: Task, ahead: _Run | None) -> None:
-            nonlocal recorder
-            handed = time.time()
-            outcome = await self._execute(run, task, None if ahead is None else ahead.task_id)
-            run.ended_at = time.time()
-            if run.begun:  # it began when its worker was done with the task ahead of it
-                run.began_at = max(handed, (ahead.ended_at or handed) if ahead else handed)
-            if run.kill_reason == "stop" and not run.begun:
-                requeue.append((run, task))
-                return
-            if outcome is not None and outcome.ok and run.kill_reason in (None, "cancel"):
-                completed.append((run, task, outcome))
-                if recorder is None or recorder.done():
-                    recorder = asyncio.create_task(self._record_completions(completed))
-                return
-            await self._record_end(run, task, outcome)
-            self._finish_run(run)
-
-        steps: deque[asyncio.Task[None]] = deque()
         try:
             await self._start_chunk(chunk)
-            ahead: _Run | None = None
             for run in runs:
                 task = run.task
                 if task is None or not run.waiting:
@@ -504,15 +476,19 @@ class Orchestrator:
                 run.waiting = False
                 if run.kill_reason == "stop":
                     requeue.append((run, task))
-                elif run.kill_reason is not None:  # cancelled before its turn
+                    continue
+                if run.kill_reason is not None:  # cancelled before its turn
                     await self._end_unrun(run, task)
-                else:
-                    steps.append(asyncio.create_task(step(run, task, ahead)))
-                    ahead = run
-                    if len(steps) > 1:  # one runs, the next waits on the worker
-                        await asyncio.wait({steps[0]})
-                        steps.popleft().result()
-            await asyncio.gather(*steps)
+                    continue
+                run.began_at = time.time()
+                outcome = await self._execute(run, task)
+                if outcome is not None and outcome.ok and run.kill_reason in (None, "cancel"):
+                    completed.append((run, task, outcome))
+                    if recorder is None or recorder.done():
+                        recorder = asyncio.create_task(self._record_completions(completed))
+                    continue
+                await self._record_end(run, task, outcome)
+                self._finish_run(run)
             self._release_slot(runs[0])
             if requeue:
                 await self._requeue(requeue)
@@ -520,7 +496,6 @@ class Orchestrator:
             log.exception("jupyter-tasks: running a chunk of %d tasks failed", len(chunk))
         finally:
             self._release_slot(runs[0])
-            await asyncio.gather(*steps, return_exceptions=True)
             if recorder is not None:
                 await asyncio.gather(recorder, return_exceptions=True)
             for run in runs:
@@ -573,15 +548,19 @@ class Orchestrator:
                 )
                 for run, task, outcome in batch
             ]
-            finals = await self._until_recorded(
-                batch[0][1].task_id,
-                lambda changes=changes: self.store.transition_many(  # type: ignore[misc]
-                    changes,
-                    TaskStatus.RUNNING,
-                    TaskStatus.COMPLETED,
-                    log_cap=self.config.log_max_bytes,
-                ),
-            )
+            try:
+                finals = await self._until_recorded(
+                    batch[0][1].task_id,
+                    lambda changes=changes: self.store.transition_many(  # type: ignore[misc]
+                        changes,
+                        TaskStatus.RUNNING,
+                        TaskStatus.COMPLETED,
+                        log_cap=self.config.log_max_bytes,
+                    ),
+                )
+            except Exception:  # they stay running: the next start settles them
+                log.exception("jupyter-tasks: could not record %d completed tasks", len(batch))
+                finals = [None] * len(batch)
             for (run, _, _), final in zip(batch, finals, strict=True):
                 if final is not None:
                     self._publish(final)
@@ -589,8 +568,9 @@ class Orchestrator:
 
     async def _requeue(self, items: builtins.list[tuple[_Run, Task]]) -> None:
         """Chunk tasks that never ran go back to ``created`` (a stopping engine's)."""
-        fields = {"started_at": None, "attempt": 0}
-        changes = [(task, {**fields, "attempt": task.attempt - 1}, None) for _, task in items]
+        changes = [
+            (task, {"started_at": None, "attempt": task.attempt - 1}, None) for _, task in items
+        ]
         for task in await self.store.transition_many(
             changes, TaskStatus.RUNNING, TaskStatus.CREATED
         ):
@@ -987,7 +967,7 @@ def _kind(task: Task) -> str:
 
 
 def _began(run: _Run) -> dict[str, Any]:
-    """A chunk's task records when its worker began it (not when the chunk took it)."""
+    """A chunk's task records when it was handed to a worker, not when the chunk took it."""
     return {"started_at": run.began_at} if run.in_chunk else {}
 
 

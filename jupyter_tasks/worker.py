@@ -22,15 +22,13 @@ import os
 import pickle
 import queue
 import reprlib
-import select
 import signal
 import socket
 import sys
 import threading
 import time
 import traceback
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 #: Seconds between two progress messages; calls in between only keep the latest value.
@@ -100,52 +98,6 @@ class _Channel:
         """Thread: feed requests to the main thread, which may be deep in a task meanwhile."""
         for request in self.requests():
             inbox.put(request)
-
-
-class _Queue:
-    """The runs the server queued here, in order, less those it took back.
-
-    The server may queue the next run while one is running (``queued``: the worker
-    then says ``started`` when it begins it).  Before each run, every request already
-    signalled is read, so a ``skip`` sent meanwhile removes its run before it starts:
-    the worker answers ``skipped``, or ``started`` when the skip came too late.
-    """
-
-    def __init__(
-        self,
-        channel: _Channel,
-        requests: Iterator[dict[str, Any]],
-        signalled: Callable[[], bool],
-    ) -> None:
-        self._channel = channel
-        self._requests = requests
-        self._signalled = signalled
-        self._pending: deque[dict[str, Any]] = deque()
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        while True:
-            if not self._pending:
-                request = next(self._requests, None)
-                if request is None:
-                    return
-                self._pending.append(request)
-            while self._signalled():
-                request = next(self._requests, None)
-                if request is None:
-                    break
-                self._pending.append(request)
-            skips = {r.get("task_id") for r in self._pending if r.get("op") == "skip"}
-            if skips:
-                self._skip(skips)
-                continue
-            yield self._pending.popleft()
-
-    def _skip(self, task_ids: set[Any]) -> None:
-        for request in list(self._pending):
-            if request.get("task_id") in task_ids and request.get("op") in ("run", "skip"):
-                self._pending.remove(request)
-                if request.get("op") == "run":
-                    self._channel.send({"op": "skipped", "task_id": request["task_id"]})
 
 
 def _die_with_group() -> None:
@@ -668,16 +620,14 @@ def main(argv: list[str] | None = None) -> int:
 
     guarded = guard(fd)
     channel = _setup(socket.socket(fileno=fd))
-    if guarded and wake_fd is not None:
+    if guarded:
         # The guard ends this process when the server goes: read requests right here,
         # without a thread hop per task.
-        poll = select.poll()
-        poll.register(wake_fd, select.POLLIN)
-        requests = _Queue(channel, channel.requests(wake_fd), lambda: bool(poll.poll(0)))
+        requests = channel.requests(wake_fd)
     else:
         inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         threading.Thread(target=channel.read_forever, args=(inbox,), daemon=True).start()
-        requests = _Queue(channel, iter(inbox.get, None), lambda: not inbox.empty())
+        requests = iter(inbox.get, None)
     channel.send({"op": "ready", "pid": os.getpid(), "python": sys.executable})
     modules = _ModuleTimes()
     for request in requests:
@@ -688,8 +638,6 @@ def main(argv: list[str] | None = None) -> int:
         if modules.changed():
             channel.send({"op": "stale", "task_id": request["task_id"]})
             return 0
-        if request.get("queued"):
-            channel.send({"op": "started", "task_id": request["task_id"]})
         started_ns = time.time_ns()
         reply = run_one(request)
         modules.record(request["root_dir"], started_ns)

@@ -19,7 +19,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -98,8 +97,7 @@ class Job:
         self.spec = spec
         self.on_progress = on_progress
         self.reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.worker: WorkerProcess | None = None  #: while it is on a worker
-        self.ran_on: WorkerProcess | None = None  #: the worker it went to last
+        self.worker: WorkerProcess | None = None
         self.waiter: asyncio.Future[WorkerProcess] | None = None
         self.stop_reason: str | None = None  # "killed" or "memory"
         self.memory_used = 0
@@ -180,9 +178,7 @@ class WorkerProcess:
         self.handle = handle
         self.ready: asyncio.Future[None] = loop.create_future()
         self.exited: asyncio.Future[int] = loop.create_future()
-        self.job: Job | None = None  #: the job it runs now
-        self.queue: deque[Job] = deque()  #: jobs sent to run after it, not begun yet
-        self.claimed = False  #: handed out by the pool, until its last job is done
+        self.job: Job | None = None
         self.tasks_done = 0
         self.idle_since = time.monotonic()
         self.doomed = False  # being retired or killed: never hand it a task again
@@ -200,10 +196,6 @@ class WorkerProcess:
         self.supervisor = loop.create_task(self._supervise())
         name = f"jupyter-tasks-worker-{self.pid}"
         threading.Thread(target=self._watch, args=(loop,), name=name, daemon=True).start()
-
-    @property
-    def busy(self) -> bool:
-        return self.job is not None or bool(self.queue)
 
     @property
     def is_ready(self) -> bool:
@@ -310,10 +302,6 @@ class WorkerProcess:
         job = self.job
         if job is not None and not job.reply.done():
             job.reply.set_result({"op": "exit", "returncode": returncode})
-        while self.queue:  # never begun: the executor runs them elsewhere
-            queued = self.queue.popleft()
-            if not queued.reply.done():
-                queued.reply.set_result({"op": "unstarted"})
 
     def _stderr_tail(self) -> str:
         fd = self._stderr.fileno()
@@ -330,8 +318,6 @@ class WorkerProcess:
                 message = json.loads(line)
                 if not isinstance(message, dict):
                     raise ValueError("not a JSON object")
-            except ConnectionResetError:
-                return  # it ended with requests unread (runs queued on it): an end, like EOF
             except (ValueError, ConnectionError) as exc:
                 log.error("worker %d broke the protocol (%s); killing it", self.pid, exc)
                 self.protocol_error = str(exc) or type(exc).__name__
@@ -339,42 +325,17 @@ class WorkerProcess:
                 return
             self._dispatch(message)
 
-    def take_back(self, job: Job) -> None:
-        """A run queued here, not begun: the worker skips it; it ends as ``skipped`` now."""
-        self.queue.remove(job)
-        with contextlib.suppress(ConnectionError):
-            self.send({"op": "skip", "task_id": job.spec.task_id})
-        if not job.reply.done():
-            job.reply.set_result({"op": "skipped"})
-
-    def _queued(self, task_id: object) -> Job | None:
-        return next((job for job in self.queue if job.spec.task_id == task_id), None)
-
     def _dispatch(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         job = self.job
-        task_id = message.get("task_id")
         if op == "ready":
             if not self.ready.done():
                 self.ready.set_result(None)
-        elif op == "started":
-            queued = self.queue[0] if self.queue else None
-            if job is None and queued is not None and task_id == queued.spec.task_id:
-                self.queue.popleft()
-                self.job, self.spool_path = queued, queued.spool
-            else:  # a run taken back began before the worker read so: end it
-                log.warning("worker %d began task %s after it was taken back", self.pid, task_id)
-                self.kill_now()
-        elif op == "stale" and (queued := self._queued(task_id)) is not None:
-            self.queue.remove(queued)
-            queued.reply.set_result(message)
-        elif job is None or task_id != job.spec.task_id:
+        elif job is None or message.get("task_id") != job.spec.task_id:
             return
         elif op == "progress":
-            progress, text = message.get("progress"), message.get("message")
-            deliver_progress(job.on_progress, job.spec.task_id, progress, text)
+            deliver_progress(
+                job.on_progress, job.spec.task_id, message.get("progress"), message.get("message")
+            )
         elif op in ("done", "stale") and not job.reply.done():
-            self.job = None
-            if op == "done" and message.get("spool_retired"):
-                self.retire_spool()
             job.reply.set_result(message)

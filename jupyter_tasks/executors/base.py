@@ -54,10 +54,6 @@ class TaskKilled(Exception):
     """Raised by ``Executor.run`` when the attempt was stopped by ``Executor.kill``."""
 
 
-class TaskNotBegun(TaskKilled):
-    """``TaskKilled`` for an attempt stopped before it began: the task never ran."""
-
-
 @dataclass(frozen=True)
 class ExecutorHealth:
     """What ``/tasks/health`` reports of the executor."""
@@ -79,16 +75,12 @@ class Executor(abc.ABC):
         """Stop every worker and whatever they run; nothing may be left behind."""
 
     @abc.abstractmethod
-    async def run(
-        self, spec: RunSpec, on_progress: ProgressCallback, follows: str | None = None
-    ) -> Outcome:
+    async def run(self, spec: RunSpec, on_progress: ProgressCallback) -> Outcome:
         """Run one attempt to its end.
 
         Returns an ``Outcome`` for anything the task itself did, crashes included
         (``WorkerCrashed``, ``MemoryLimitExceeded``, ``ResultTooLarge``); raises
-        ``TaskKilled`` only when ``kill`` stopped it.  ``follows`` names a running task
-        this one may be queued behind (same worker, no wait in between); an executor
-        without such queues ignores it.
+        ``TaskKilled`` only when ``kill`` stopped it.
         """
 
     @abc.abstractmethod

@@ -372,9 +372,7 @@ class DaskExecutor(Executor):
 
     # -- running and killing ---------------------------------------------------------------
 
-    async def run(
-        self, spec: RunSpec, on_progress: ProgressCallback, follows: str | None = None
-    ) -> Outcome:
+    async def run(self, spec: RunSpec, on_progress: ProgressCallback) -> Outcome:
         """Run one attempt on the cluster; see ``Executor.run``."""
         if self._stopping or self._connected is None:
             raise TaskKilled("the executor is not running")

@@ -24,15 +24,7 @@ from ..models import MEMORY_LIMIT_EXCEEDED, WORKER_CRASHED, TaskError
 from ._proctree import describe_exit, terminate_tree, trees_rss
 from ._replies import error_outcome
 from ._workerproc import Job, WorkerProcess, WorkerStartError, launch, sweep_spools
-from .base import (
-    Executor,
-    ExecutorHealth,
-    Outcome,
-    ProgressCallback,
-    RunSpec,
-    TaskKilled,
-    TaskNotBegun,
-)
+from .base import Executor, ExecutorHealth, Outcome, ProgressCallback, RunSpec, TaskKilled
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +124,14 @@ class LocalExecutor(Executor):
 
     # -- running and killing -------------------------------------------------------------
 
-    async def run(
-        self, spec: RunSpec, on_progress: ProgressCallback, follows: str | None = None
-    ) -> Outcome:
-        """Run one attempt in a worker of ``spec.interpreter``; see ``Executor.run``.
-
-        With ``follows``, the run is queued on the worker running (or queued to run)
-        that task, so the worker goes on to it without waiting for the server.
-        """
+    async def run(self, spec: RunSpec, on_progress: ProgressCallback) -> Outcome:
+        """Run one attempt in a worker of ``spec.interpreter``; see ``Executor.run``."""
         if self._stopping:
             raise TaskKilled("the executor is stopping")
         job = Job(spec, on_progress)
         self._jobs[spec.task_id] = job
         try:
-            return await self._run_job(job, self._worker_behind(follows, spec.interpreter))
+            return await self._run_job(job)
         except asyncio.CancelledError:
             if job.worker is not None:
                 self._in_background(self._terminate(job.worker))
@@ -157,7 +143,7 @@ class LocalExecutor(Executor):
     def live_log(self, task_id: str) -> str | None:
         """The spool a running task writes to; its output moves to the log when it ends."""
         job = self._jobs.get(task_id)
-        if job is None or job.worker is None or job.reply.done() or job.worker.job is not job:
+        if job is None or job.worker is None or job.reply.done():
             return None
         return job.spool
 
@@ -169,52 +155,29 @@ class LocalExecutor(Executor):
         job.stop_reason = job.stop_reason or "killed"
         if job.waiter is not None and not job.waiter.done():
             job.waiter.set_exception(TaskKilled(f"task {task_id} was killed"))
-        worker = job.worker
-        if worker is not None and job in worker.queue:  # not begun: take it back
-            worker.take_back(job)
-            return
         if job.worker is not None:
             await self._terminate(job.worker)
 
-    def _worker_behind(self, task_id: str | None, interpreter: str) -> WorkerProcess | None:
-        """The worker that runs, or will run, ``task_id`` next: a run may queue behind it."""
-        ahead = None if task_id is None else self._jobs.get(task_id)
-        worker = None if ahead is None else ahead.ran_on
-        if worker is None or worker.doomed or worker.exited.done() or self.max_tasks_per_worker:
-            return None  # (a worker to recycle could not tell a queued run from a begun one)
-        if worker.interpreter != interpreter or not worker.claimed:
-            return None  # (claimed: its last run's end has not given it back to the pool yet)
-        if worker.busy and worker.job is not ahead and ahead not in worker.queue:
-            return None
-        return worker
-
-    async def _run_job(self, job: Job, behind: WorkerProcess | None) -> Outcome:
+    async def _run_job(self, job: Job) -> Outcome:
         # A worker that answers "stale" exits; the loop then takes another (at last a fresh) one.
-        # So does one that ended before it began a run queued on it.
         for _ in range(self.max_workers + 2):
-            queued, behind = behind, None
             try:
-                worker = queued or await self._acquire(job)
+                worker = await self._acquire(job)
             except WorkerStartError as exc:
                 message = f"could not start a worker for {job.spec.interpreter}: {exc}"
                 return _failed(WORKER_CRASHED, message)
             if job.stop_reason is not None:
-                if queued is None:
-                    self._release(worker)
+                self._release(worker)
                 raise TaskKilled(f"task {job.spec.task_id} was killed")
-            reply = await self._exchange(worker, job, queued is not None)
+            reply = await self._exchange(worker, job)
             outcome = self._conclude(job, worker, reply)
             if outcome is not None:
                 return outcome
         return _failed(WORKER_CRASHED, "every worker reported changed code; giving up")
 
-    async def _exchange(self, worker: WorkerProcess, job: Job, queued: bool) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        job.reply, job.worker, job.ran_on = loop.create_future(), worker, worker
-        if queued:
-            worker.queue.append(job)
-        else:
-            worker.job, worker.claimed = job, True
+    async def _exchange(self, worker: WorkerProcess, job: Job) -> dict[str, Any]:
+        job.reply = asyncio.get_running_loop().create_future()
+        worker.job, job.worker = job, worker
         self._trim_idle()
         logs_dir = os.path.dirname(job.spec.log_path)
         swept = self._swept.get(logs_dir)
@@ -227,15 +190,16 @@ class LocalExecutor(Executor):
             except Exception:
                 log.exception("could not sweep the spools in %s", logs_dir)
         job.spool = worker.spool_for(logs_dir)
-        request = {"op": "run", **_spec_fields(job.spec), "spool_path": job.spool}
-        if queued:
-            request["queued"] = True
         with contextlib.suppress(ConnectionError):  # it is dying; its exit settles the reply
-            worker.send(request)
+            worker.send({"op": "run", **_spec_fields(job.spec), "spool_path": job.spool})
         reply = await asyncio.shield(job.reply)
         if reply["op"] == "exit" and worker.terminating is not None:
             await asyncio.shield(worker.terminating)  # the whole tree is gone before we answer
         job.worker = None
+        if reply["op"] == "done" and reply.get("spool_retired"):
+            worker.retire_spool()
+        if reply["op"] != "exit":
+            worker.job = None
         return reply
 
     def _conclude(self, job: Job, worker: WorkerProcess, reply: dict[str, Any]) -> Outcome | None:
@@ -243,17 +207,12 @@ class LocalExecutor(Executor):
         if reply["op"] == "stale":
             self._retire(worker)
             return None
-        if reply["op"] in ("skipped", "unstarted"):
-            if job.stop_reason == "killed":
-                raise TaskNotBegun(f"task {job.spec.task_id} was killed before it began")
-            return None  # it never began: another worker runs it
         if reply["op"] == "done":
             worker.tasks_done += 1
             recycle = 0 < self.max_tasks_per_worker <= worker.tasks_done
             if recycle:
                 self._retire(worker)
-            elif worker.claimed and not worker.busy:  # else it goes on to the runs queued on it
-                worker.claimed = False
+            else:
                 self._release(worker)
             if job.stop_reason == "killed":
                 raise TaskKilled(f"task {job.spec.task_id} was killed")
@@ -319,7 +278,7 @@ class LocalExecutor(Executor):
         idle = [worker for workers in self._idle.values() for worker in workers]
         if not idle:
             return  # the usual case under load: every worker busy
-        busy = sum(1 for worker in self._workers if worker.busy)
+        busy = sum(1 for worker in self._workers if worker.job is not None)
         excess = len(idle) - max(0, self.max_workers - busy)
         for worker in sorted(idle, key=lambda w: w.idle_since)[: max(0, excess)]:
             self._retire(worker)

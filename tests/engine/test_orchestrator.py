@@ -538,7 +538,7 @@ async def test_cancelling_a_task_waiting_in_a_chunk_never_runs_it(
     log = tmp_path / "log"
     requests = [py("step", str(log), name) for name in ("next", "later", "last")]
     head, nxt, later, last = await held_chunk(one_worker, tmp_path, requests, running=4)
-    # "next" is queued on the worker behind the head, "later" still waits in the chunk.
+    # Both wait in the chunk while the head holds the worker.
     for task in (nxt, later):
         cancelled = await one_worker.cancel(task.task_id)
         assert cancelled.status == TaskStatus.CANCELLED
