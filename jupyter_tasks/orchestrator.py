@@ -379,18 +379,14 @@ class Orchestrator:
         """
         try:
             task = started or await self._start(run, created)
-            if task is None:  # cancelled or taken meanwhile: tell whoever waits how it is now
-                current = await self.store.get(run.task_id)
-                if current is not None:
-                    self._publish(current)
+            if task is None:
+                await self._publish_current(run.task_id)
             await self._run_attempt(run, task)
         except Exception:
             log.exception("jupyter-tasks: running task %s failed unexpectedly", run.task_id)
         finally:
             self._release_slot(run)
-            self._running.pop(run.task_id, None)
-            if not run.done.done():
-                run.done.set_result(None)
+            self._finish_run(run)
             self._wake.set()
 
     async def _start(self, run: _Run, created: Task | None) -> Task | None:
@@ -519,10 +515,8 @@ class Orchestrator:
                 run.waiting = False
                 self._spawn(self._end_unrun(run, task))
         for (run, _), task in zip(chunk, started, strict=True):
-            if task is None:  # cancelled or taken meanwhile: tell whoever waits how it is now
-                current = await self.store.get(run.task_id)
-                if current is not None:
-                    self._publish(current)
+            if task is None:
+                await self._publish_current(run.task_id)
                 self._finish_run(run)
 
     async def _end_unrun(self, run: _Run, task: Task) -> None:
@@ -576,6 +570,12 @@ class Orchestrator:
         ):
             if task is not None:
                 self._publish(task)
+
+    async def _publish_current(self, task_id: str) -> None:
+        """A start found the task cancelled or taken meanwhile: tell whoever waits how it is."""
+        current = await self.store.get(task_id)
+        if current is not None:
+            self._publish(current)
 
     def _finish_run(self, run: _Run) -> None:
         if self._running.get(run.task_id) is run:

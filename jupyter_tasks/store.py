@@ -184,9 +184,9 @@ def _check_transition(expected: TaskStatus, new: TaskStatus) -> None:
         raise InvalidTransition(f"a task cannot go from {expected.value} to {new.value}")
 
 
-def _column_values(fields: dict[str, Any] | None) -> dict[str, Any]:
+def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
     """A transition's fields as column values: errors as JSON, times as timestamps."""
-    values = dict(fields or {})
+    values = dict(fields)
     if values.get("error") is not None:
         values["error"] = json.dumps(values["error"])
     for key in ("started_at", "finished_at"):
@@ -605,20 +605,10 @@ class Store:
         task): the new record is derived from it instead of read back.
         """
         _check_transition(expected, new)
-        values = _column_values(fields)
 
         def transition(db: sqlite3.Connection) -> Task | None:
             return self._apply(
-                db,
-                task_id,
-                expected,
-                new,
-                values,
-                fields or {},
-                result,
-                bump_attempt,
-                log_cap,
-                current,
+                db, task_id, expected, new, fields or {}, result, bump_attempt, log_cap, current
             )
 
         return await self._commit(transition)
@@ -634,23 +624,13 @@ class Store:
         """``transition`` of several tasks this process owns, each ``(current, fields,
         result)``, in one transaction; None in place of each whose status differed."""
         _check_transition(expected, new)
-        rows = [(task, _column_values(fields), fields, result) for task, fields, result in changes]
 
         def transition(db: sqlite3.Connection) -> list[Task | None]:
             return [
                 self._apply(
-                    db,
-                    task.task_id,
-                    expected,
-                    new,
-                    values,
-                    fields,
-                    result,
-                    bump_attempt,
-                    log_cap,
-                    task,
+                    db, task.task_id, expected, new, fields, result, bump_attempt, log_cap, task
                 )
-                for task, values, fields, result in rows
+                for task, fields, result in changes
             ]
 
         return await self._commit(transition)
@@ -661,7 +641,6 @@ class Store:
         task_id: str,
         expected: TaskStatus,
         new: TaskStatus,
-        values: dict[str, Any],
         fields: dict[str, Any],
         result: StoredResult | None,
         bump_attempt: bool,
@@ -669,6 +648,7 @@ class Store:
         current: Task | None,
     ) -> Task | None:
         """Store thread: one compare-and-set transition (see ``transition``)."""
+        values = _column_values(fields)
         sets = "".join(f", {k} = ?" for k in values)
         if bump_attempt:
             sets += ", attempt = attempt + 1"
