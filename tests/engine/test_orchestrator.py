@@ -36,9 +36,12 @@ def make_config(tmp_path: Path, root: Path) -> Callable[..., EngineConfig]:
 
 @pytest.fixture
 def orch(
-    make_config: Callable[..., EngineConfig], jp_asyncio_loop: asyncio.AbstractEventLoop
+    make_config: Callable[..., EngineConfig],
+    jp_asyncio_loop: asyncio.AbstractEventLoop,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Orchestrator]:
-    o = Orchestrator(make_config())
+    """A started orchestrator; ``indirect`` parametrization passes config overrides."""
+    o = Orchestrator(make_config(**getattr(request, "param", {})))
     jp_asyncio_loop.run_until_complete(o.start())
     yield o
     jp_asyncio_loop.run_until_complete(o.stop())
@@ -468,51 +471,40 @@ def runs_of(log: Path) -> dict[str, list[str]]:
     return out
 
 
+one_worker = pytest.mark.parametrize("orch", [{"max_workers": 1}], indirect=True, ids=["1"])
+
+
+@one_worker
 async def test_a_backlog_runs_in_chunks_and_each_task_once(
-    make_config: Callable[..., EngineConfig], tmp_path: Path
+    orch: Orchestrator, tmp_path: Path
 ) -> None:
-    orch = Orchestrator(make_config(max_workers=1))
-    await orch.start()
-    try:
-        log, gate = tmp_path / "log", tmp_path / "gate"
-        await warm_chunks(orch, log)
-        first = await orch.submit(py("step", str(log), "first", str(gate)))
-        await wait_status(orch, first.task_id, TaskStatus.RUNNING)
-        sub = orch.subscribe(max_pending=1000)
-        batch = await orch.submit_batch([py("step", str(log), f"t{n}") for n in range(40)])
-        # The backlog forms while the worker is held; then chunks of it start together.
-        gate.write_text("go")
-        done = [await orch.wait(t.task_id, HANG) for t in [first, *batch]]
-        sub.close()
-        running: set[str] = set()
-        most = 0
-        async for event in sub:
-            if event["event"] == "transition":
-                (running.add if event["status"] == "running" else running.discard)(event["task_id"])
-                most = max(most, len(running))
-        assert most > 2, "one worker, and yet the backlog was never taken in chunks"
-        assert all(t.status == TaskStatus.COMPLETED and t.attempt == 1 for t in done)
-        # Each records when its worker began it, in the order they ran.
-        starts = [t.started_at for t in done]
-        assert None not in starts and starts == sorted(starts)
-        runs = runs_of(log)
-        assert all(len(runs[f"t{n}"]) == 1 for n in range(40)), "a task ran twice or never"
-        assert [line.split()[0] for line in log.read_text().splitlines()][6:] == [
-            "first",
-            *(f"t{n}" for n in range(40)),
-        ], "a chunk changed the order of equal-priority tasks"
-    finally:
-        await orch.stop()
-
-
-@pytest.fixture
-def one_worker(
-    make_config: Callable[..., EngineConfig], jp_asyncio_loop: asyncio.AbstractEventLoop
-) -> Iterator[Orchestrator]:
-    o = Orchestrator(make_config(max_workers=1))
-    jp_asyncio_loop.run_until_complete(o.start())
-    yield o
-    jp_asyncio_loop.run_until_complete(o.stop())
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    await warm_chunks(orch, log)
+    first = await orch.submit(py("step", str(log), "first", str(gate)))
+    await wait_status(orch, first.task_id, TaskStatus.RUNNING)
+    sub = orch.subscribe(max_pending=1000)
+    batch = await orch.submit_batch([py("step", str(log), f"t{n}") for n in range(40)])
+    # The backlog forms while the worker is held; then chunks of it start together.
+    gate.write_text("go")
+    done = [await orch.wait(t.task_id, HANG) for t in [first, *batch]]
+    sub.close()
+    running: set[str] = set()
+    most = 0
+    async for event in sub:
+        if event["event"] == "transition":
+            (running.add if event["status"] == "running" else running.discard)(event["task_id"])
+            most = max(most, len(running))
+    assert most > 2, "one worker, and yet the backlog was never taken in chunks"
+    assert all(t.status == TaskStatus.COMPLETED and t.attempt == 1 for t in done)
+    # Each records when it was handed to its worker, in the order they ran.
+    starts = [t.started_at for t in done]
+    assert None not in starts and starts == sorted(starts)
+    runs = runs_of(log)
+    assert all(len(runs[f"t{n}"]) == 1 for n in range(40)), "a task ran twice or never"
+    assert [line.split()[0] for line in log.read_text().splitlines()][6:] == [
+        "first",
+        *(f"t{n}" for n in range(40)),
+    ], "a chunk changed the order of equal-priority tasks"
 
 
 async def held_chunk(
@@ -531,34 +523,34 @@ async def held_chunk(
     return tasks
 
 
+@one_worker
 async def test_cancelling_a_task_waiting_in_a_chunk_never_runs_it(
-    one_worker: Orchestrator, tmp_path: Path
+    orch: Orchestrator, tmp_path: Path
 ) -> None:
     """Cancelled while the task before it runs: it never runs, and that task is unharmed."""
     log = tmp_path / "log"
     requests = [py("step", str(log), name) for name in ("next", "later", "last")]
-    head, nxt, later, last = await held_chunk(one_worker, tmp_path, requests, running=4)
+    head, nxt, later, last = await held_chunk(orch, tmp_path, requests, running=4)
     # Both wait in the chunk while the head holds the worker.
     for task in (nxt, later):
-        cancelled = await one_worker.cancel(task.task_id)
+        cancelled = await orch.cancel(task.task_id)
         assert cancelled.status == TaskStatus.CANCELLED
     (tmp_path / "gate").write_text("go")
-    assert (await one_worker.wait(head.task_id, HANG)).status == TaskStatus.COMPLETED
-    assert (await one_worker.wait(last.task_id, HANG)).status == TaskStatus.COMPLETED
+    assert (await orch.wait(head.task_id, HANG)).status == TaskStatus.COMPLETED
+    assert (await orch.wait(last.task_id, HANG)).status == TaskStatus.COMPLETED
     runs = runs_of(log)
     assert "next" not in runs and "later" not in runs
     assert runs["head"] == runs["last"], "the cancel took the head's worker down"
 
 
-async def test_a_crash_in_a_chunk_fails_only_its_task(
-    one_worker: Orchestrator, tmp_path: Path
-) -> None:
+@one_worker
+async def test_a_crash_in_a_chunk_fails_only_its_task(orch: Orchestrator, tmp_path: Path) -> None:
     log = tmp_path / "log"
     requests = [py("step", str(log), "crash", crash=True)]
     requests += [py("step", str(log), f"t{n}") for n in range(6)]
-    tasks = await held_chunk(one_worker, tmp_path, requests, running=3)
+    tasks = await held_chunk(orch, tmp_path, requests, running=3)
     (tmp_path / "gate").write_text("go")
-    done = [await one_worker.wait(t.task_id, HANG) for t in tasks]
+    done = [await orch.wait(t.task_id, HANG) for t in tasks]
     crashed = done[1]
     assert crashed.status == TaskStatus.FAILED
     assert crashed.error is not None and crashed.error.type == "WorkerCrashed"
