@@ -125,7 +125,8 @@ def followed_links(ndjson: Path) -> set[str]:
         scenario = json.loads(line).get("ScenarioFinished")
         if not scenario or scenario.get("phase") != "stateful":
             continue
-        for case in scenario["recorder"]["cases"].values():
+        # A skipped scenario (its first step filtered out) records no cases.
+        for case in scenario["recorder"].get("cases", {}).values():
             transition = case.get("transition")
             if transition and not transition.get("is_inferred"):
                 found.add(transition["id"])
