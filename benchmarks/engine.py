@@ -6,6 +6,10 @@ Prints the no-op round trip (submit one, wait for it, repeat) and the rate of
 N no-op tasks submitted at once and awaited, for the orchestrator (real SQLite
 file, real worker processes) and for ``concurrent.futures.ProcessPoolExecutor``.
 Targets: round trip within 3x of the pool's; rate at least 50% of the pool's.
+
+A third rate is the engine's worker pool alone (``LocalExecutor``, no store, no
+events, one run at a time per worker as the engine's slots run them): where the
+engine's rate falls between it and the pool's shows what each part costs.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ import asyncio
 import operator
 import os
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
 
+from jupyter_tasks.executors.base import RunSpec
+from jupyter_tasks.executors.local import LocalExecutor
 from jupyter_tasks.models import TaskRequest, TaskStatus
 from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
+from jupyter_tasks.tasktypes.python import PythonTask
 
 NOOP = TaskRequest(
     task_type="python",
@@ -88,6 +96,42 @@ async def _burst(orch: Orchestrator, tasks: int) -> float:
     return tasks / (time.perf_counter() - t0)
 
 
+async def pool_alone_rate(workers: int, tasks: int) -> float:
+    """``tasks`` no-op runs on the engine's worker pool alone, ``workers`` at a time."""
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def spec(n: int) -> RunSpec:
+            task_id = f"{n:032x}"
+            return RunSpec(
+                task_id=task_id,
+                attempt=1,
+                task_type="python",
+                type_path=PythonTask.type_path(),
+                parameters=NOOP.parameters,
+                interpreter=sys.executable,
+                root_dir=tmp,
+                log_path=os.path.join(tmp, "logs", f"{task_id}.log"),
+                result_path=os.path.join(tmp, "results", f"{task_id}.pickle"),
+                blob_dir=os.path.join(tmp, "blobs"),
+                result_max_bytes=1 << 30,
+            )
+
+        async def lane(first: int, count: int) -> None:
+            for n in range(first, first + count):
+                await executor.run(spec(n), lambda p, m: None)
+
+        executor = LocalExecutor(max_workers=workers)
+        await executor.start()
+        try:
+            await asyncio.gather(*(lane(n * 10, 4) for n in range(workers)))  # warm
+            share = tasks // workers
+            t0 = time.perf_counter()
+            await asyncio.gather(*(lane(tasks + n * share, share) for n in range(workers)))
+            return share * workers / (time.perf_counter() - t0)
+        finally:
+            await executor.stop()
+
+
 def ms(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] * 1000 if q < 100 else max(values) * 1e3
 
@@ -101,6 +145,7 @@ def main() -> None:
 
     pool_trips, pool_rate = pool_figures(args.workers, args.round_trips, args.tasks)
     eng_trips, eng_rate = asyncio.run(engine_figures(args.workers, args.round_trips, args.tasks))
+    alone_rate = asyncio.run(pool_alone_rate(args.workers, args.tasks))
 
     p50_pool, p50_eng = statistics.median(pool_trips) * 1e3, statistics.median(eng_trips) * 1e3
     print(f"workers={args.workers} round_trips={args.round_trips} tasks={args.tasks}")
@@ -116,6 +161,10 @@ def main() -> None:
     print(
         f"{f'{args.tasks} no-op tasks (tasks/s)':<34}{eng_rate:>16.0f}{pool_rate:>14.0f}"
         f"{eng_rate / pool_rate:>9.0%}  >= 50%"
+    )
+    print(
+        f"{'  its worker pool alone (tasks/s)':<34}{alone_rate:>16.0f}{pool_rate:>14.0f}"
+        f"{alone_rate / pool_rate:>9.0%}"
     )
 
 
