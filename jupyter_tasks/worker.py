@@ -1,9 +1,10 @@
 """What runs inside a worker process: the main loop, the task context, result and error capture.
 
-``LocalExecutor`` starts ``python -m jupyter_tasks.worker <fd> [--nice N]`` as a fresh
-interpreter and talks newline-delimited JSON over the inherited socket ``fd``.  Only plain
-data crosses the socket; the result's pickle travels as base64 or as a file path, so the
-server never unpickles anything.
+``LocalExecutor`` starts ``python -m jupyter_tasks.worker <fd> [--nice N] [--wake FD]
+[--permit FD]`` as a fresh interpreter and talks newline-delimited JSON over the inherited
+socket ``fd``: a ``run`` request at a time, or a ``chunk`` of runs, each begun once it
+takes a permit (see ``_run_chunk``).  Only plain data crosses the socket; the result's
+pickle travels as base64 or as a file path, so the server never unpickles anything.
 
 Top-level imports are standard library only: ``import jupyter_tasks`` imports this module
 for ``set_progress``, and that must stay cheap in a kernel.
@@ -611,8 +612,10 @@ def main(argv: list[str] | None = None) -> int:
     fd = int(args[0])
     nice = int(args[args.index("--nice") + 1]) if "--nice" in args else 0
     wake_fd = int(args[args.index("--wake") + 1]) if "--wake" in args else None
-    if wake_fd is not None:
-        os.set_inheritable(wake_fd, False)  # children of tasks must not hold it
+    permit_fd = int(args[args.index("--permit") + 1]) if "--permit" in args else None
+    for passed in (wake_fd, permit_fd):
+        if passed is not None:
+            os.set_inheritable(passed, False)  # children of tasks must not hold it
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)
@@ -633,16 +636,55 @@ def main(argv: list[str] | None = None) -> int:
     for request in requests:
         if request.get("op") == "exit":
             return 0
+        if request.get("op") == "chunk":
+            if not _run_chunk(channel, modules, request["runs"], permit_fd):
+                return 0
+            continue
         if request.get("op") != "run":
             continue
         if modules.changed():
             channel.send({"op": "stale", "task_id": request["task_id"]})
             return 0
-        started_ns = time.time_ns()
-        reply = run_one(request)
-        modules.record(request["root_dir"], started_ns)
-        channel.send(reply)
+        _run_and_reply(channel, modules, request)
     return 0
+
+
+def _run_and_reply(channel: _Channel, modules: _ModuleTimes, request: dict[str, Any]) -> None:
+    started_ns = time.time_ns()
+    reply = run_one(request)
+    modules.record(request["root_dir"], started_ns)
+    channel.send(reply)
+
+
+def _run_chunk(
+    channel: _Channel, modules: _ModuleTimes, runs: list[dict[str, Any]], permit_fd: int | None
+) -> bool:
+    """Run a chunk's runs in order, each once its permit is taken; False: exit (stale).
+
+    The server puts one permit per run on the eventfd ``permit_fd`` and may take back
+    the ones not taken yet, atomically: a run whose permit is gone never begins, and
+    neither does any after it (they are ``skipped``, in one message).
+    """
+    for index, request in enumerate(runs):
+        if not _take_permit(permit_fd):
+            channel.send({"op": "skipped", "task_ids": [r["task_id"] for r in runs[index:]]})
+            return True
+        if modules.changed():
+            channel.send({"op": "stale", "task_id": request["task_id"]})
+            return False
+        _run_and_reply(channel, modules, request)
+    return True
+
+
+def _take_permit(permit_fd: int | None) -> bool:
+    """Take one permit (a semaphore eventfd, non-blocking); False when there is none."""
+    if permit_fd is None:
+        return False
+    try:
+        os.eventfd_read(permit_fd)
+    except BlockingIOError:
+        return False
+    return True
 
 
 if __name__ == "__main__":
