@@ -27,6 +27,7 @@ import psutil
 from .._workerguard import AVAILABLE as GUARDED
 from ..models import is_task_id
 from ..worker import SPOOL_TASK_ATTRIBUTE, settle_spool
+from ._chunkrun import ChunkRun
 from ._proctree import describe_exit
 from ._replies import deliver_progress
 from .base import ProgressCallback, RunSpec
@@ -84,6 +85,9 @@ def sweep_spools(logs_dir: str, ours: set[int]) -> None:
 #: (220-570 us per request here, against 7-9 us with the eventfd).  Only guarded
 #: workers (Linux) wait on it: the guard, not socket EOF, ends them with the server.
 WAKE_BY_EVENTFD = GUARDED and hasattr(os, "eventfd")
+#: Where requests are signalled that way, a chunk of runs may go in one request, each
+#: begun once it takes a permit from a second eventfd (see ``_chunkrun``).
+CHUNK_REQUESTS = WAKE_BY_EVENTFD
 
 
 class WorkerStartError(Exception):
@@ -105,7 +109,11 @@ class Job:
 
 
 def _popen(
-    interpreter: str, env: dict[str, str], nice: int, wake_fd: int | None = None
+    interpreter: str,
+    env: dict[str, str],
+    nice: int,
+    wake_fd: int | None = None,
+    permit_fd: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], psutil.Process, socket.socket, IO[bytes]]:
     server_end, worker_end = socket.socketpair()
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the WorkerProcess
@@ -115,6 +123,9 @@ def _popen(
     if wake_fd is not None:
         command += ["--wake", str(wake_fd)]
         passed.append(wake_fd)
+    if permit_fd is not None:
+        command += ["--permit", str(permit_fd)]
+        passed.append(permit_fd)
     try:
         proc = subprocess.Popen(
             command,
@@ -147,12 +158,18 @@ async def launch(
 ) -> WorkerProcess:
     """Start a worker process (off the loop); wait for ``ready`` with ``wait_ready``."""
     wake_fd = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_CLOEXEC) if WAKE_BY_EVENTFD else None
+    permit_fd = None
+    if CHUNK_REQUESTS:
+        permit_fd = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC)
     try:
-        parts = await asyncio.to_thread(_popen, interpreter, env, nice, wake_fd)
-        return WorkerProcess(interpreter, *parts, on_gone=on_gone, wake_fd=wake_fd)
+        parts = await asyncio.to_thread(_popen, interpreter, env, nice, wake_fd, permit_fd)
+        return WorkerProcess(
+            interpreter, *parts, on_gone=on_gone, wake_fd=wake_fd, permit_fd=permit_fd
+        )
     except BaseException as exc:
-        if wake_fd is not None:
-            os.close(wake_fd)
+        for fd in (wake_fd, permit_fd):
+            if fd is not None:
+                os.close(fd)
         if isinstance(exc, (OSError, psutil.Error)):
             raise WorkerStartError(f"cannot run {interpreter!r}: {exc}") from exc
         raise
@@ -171,6 +188,7 @@ class WorkerProcess:
         *,
         on_gone: Callable[[WorkerProcess], None],
         wake_fd: int | None = None,
+        permit_fd: int | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.interpreter = interpreter
@@ -178,7 +196,9 @@ class WorkerProcess:
         self.handle = handle
         self.ready: asyncio.Future[None] = loop.create_future()
         self.exited: asyncio.Future[int] = loop.create_future()
-        self.job: Job | None = None
+        self.job: Job | None = None  #: the job it runs (a chunk's: the run going on now)
+        self.chunk: ChunkRun | None = None  #: the chunk request it works through
+        self.permit_fd = permit_fd  #: where a chunk's permits go (None: no chunk requests)
         self.tasks_done = 0
         self.idle_since = time.monotonic()
         self.doomed = False  # being retired or killed: never hand it a task again
@@ -286,9 +306,10 @@ class WorkerProcess:
                 self._writer.close()
             else:
                 self._sock.close()
-            if self._wake_fd is not None:
-                os.close(self._wake_fd)
-                self._wake_fd = None
+            for fd in (self._wake_fd, self.permit_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._wake_fd = self.permit_fd = None
             self._stderr.close()
             self._on_gone(self)
 
@@ -299,6 +320,9 @@ class WorkerProcess:
             self.ready.set_exception(
                 WorkerStartError(f"{message}: {detail}" if detail else message)
             )
+        if self.chunk is not None:
+            self.chunk.worker_exited({"op": "exit", "returncode": returncode})
+            return
         job = self.job
         if job is not None and not job.reply.done():
             job.reply.set_result({"op": "exit", "returncode": returncode})
@@ -318,6 +342,8 @@ class WorkerProcess:
                 message = json.loads(line)
                 if not isinstance(message, dict):
                     raise ValueError("not a JSON object")
+            except ConnectionResetError:
+                return  # it ended with a request unread (a chunk's runs skipped): like EOF
             except (ValueError, ConnectionError) as exc:
                 log.error("worker %d broke the protocol (%s); killing it", self.pid, exc)
                 self.protocol_error = str(exc) or type(exc).__name__
@@ -327,6 +353,9 @@ class WorkerProcess:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         op = message.get("op")
+        if self.chunk is not None and op != "ready":
+            self.chunk.dispatch(message)
+            return
         job = self.job
         if op == "ready":
             if not self.ready.done():

@@ -17,6 +17,8 @@ from ..models import TaskError
 
 #: Called (on the event loop) when a running task reports progress.
 ProgressCallback = Callable[[float | None, str | None], None]
+#: The same for a run of a chunk: its task id first.
+ChunkProgressCallback = Callable[[str, float | None, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,24 @@ class Executor(abc.ABC):
         (``WorkerCrashed``, ``MemoryLimitExceeded``, ``ResultTooLarge``); raises
         ``TaskKilled`` only when ``kill`` stopped it.
         """
+
+    async def run_chunk(
+        self,
+        specs: list[RunSpec],
+        on_progress: ChunkProgressCallback,
+        on_begin: Callable[[str], None],
+        on_end: Callable[[str, Outcome | None], None],
+    ) -> list[str] | None:
+        """Run ``specs`` one after another on one worker, with one request for them all.
+
+        ``on_begin(task_id)`` is called when a run begins (as far as the server can tell:
+        when the one before it ended), ``on_end(task_id, outcome)`` when it ended (None:
+        ``kill`` stopped it).  Returns the task ids of the runs that never began, in
+        order: after a ``kill`` of one of them or of the run before them, a crash, or
+        changed code; the caller runs those one by one.  None: this executor has no such
+        requests (the default), and the caller runs them all one by one.
+        """
+        return None
 
     @abc.abstractmethod
     async def kill(self, task_id: str) -> None:

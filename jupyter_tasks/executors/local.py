@@ -11,20 +11,37 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import sys
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .._workerguard import AVAILABLE as GUARDED
 from ..models import MEMORY_LIMIT_EXCEEDED, WORKER_CRASHED, TaskError
+from ._chunkrun import ChunkRun, EndCallback
 from ._proctree import describe_exit, terminate_tree, trees_rss
 from ._replies import error_outcome
-from ._workerproc import Job, WorkerProcess, WorkerStartError, launch, sweep_spools
-from .base import Executor, ExecutorHealth, Outcome, ProgressCallback, RunSpec, TaskKilled
+from ._workerproc import (
+    CHUNK_REQUESTS,
+    Job,
+    WorkerProcess,
+    WorkerStartError,
+    launch,
+    sweep_spools,
+)
+from .base import (
+    ChunkProgressCallback,
+    Executor,
+    ExecutorHealth,
+    Outcome,
+    ProgressCallback,
+    RunSpec,
+    TaskKilled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +157,93 @@ class LocalExecutor(Executor):
             if self._jobs.get(spec.task_id) is job:
                 del self._jobs[spec.task_id]
 
+    async def run_chunk(
+        self,
+        specs: list[RunSpec],
+        on_progress: ChunkProgressCallback,
+        on_begin: Callable[[str], None],
+        on_end: EndCallback,
+    ) -> list[str] | None:
+        """Run ``specs`` one after another on one worker, sent in one request; see
+        ``Executor.run_chunk``.  Not with ``max_tasks_per_worker`` (a chunk could pass it)."""
+        if not CHUNK_REQUESTS or self._stopping or self.max_tasks_per_worker or len(specs) < 2:
+            return None
+        jobs = [Job(spec, functools.partial(on_progress, spec.task_id)) for spec in specs]
+        for job in jobs:
+            self._jobs[job.spec.task_id] = job
+        try:
+            try:
+                worker = await self._acquire(jobs[0])
+            except (WorkerStartError, TaskKilled):
+                return [spec.task_id for spec in specs]  # one by one, where they end as usual
+            spool = await self._spool(worker, jobs[0].spec)
+            if worker.permit_fd is None or any(job.stop_reason for job in jobs):
+                self._release(worker)  # (one was killed meanwhile: they go one by one)
+                return [spec.task_id for spec in specs]
+            return await self._run_chunk_on(worker, jobs, spool, on_begin, on_end)
+        finally:
+            for job in jobs:
+                if self._jobs.get(job.spec.task_id) is job:
+                    del self._jobs[job.spec.task_id]
+
+    async def _run_chunk_on(
+        self,
+        worker: WorkerProcess,
+        jobs: list[Job],
+        spool: str,
+        on_begin: Callable[[str], None],
+        on_end: EndCallback,
+    ) -> list[str]:
+        assert worker.permit_fd is not None
+        chunk = ChunkRun(
+            worker,
+            jobs,
+            worker.permit_fd,
+            on_begin,
+            on_end,
+            lambda job, reply: self._ended_outcome(job, worker, reply),
+        )
+        for job in jobs:
+            job.worker, job.spool = worker, spool
+        worker.chunk = chunk
+        chunk.start()  # the permits first: the worker takes one before each run
+        runs = [{"op": "run", **_spec_fields(job.spec), "spool_path": spool} for job in jobs]
+        with contextlib.suppress(ConnectionError):  # it is dying; its exit ends the chunk
+            worker.send({"op": "chunk", "runs": runs})
+        try:
+            not_begun = await asyncio.shield(chunk.finished)
+        except asyncio.CancelledError:
+            chunk.take_back()
+            self._in_background(self._terminate(worker))
+            raise
+        worker.chunk, worker.job = None, None
+        for job in jobs:
+            job.worker = None
+        if worker.exited.done():
+            if worker.terminating is not None:
+                await asyncio.shield(worker.terminating)  # the whole tree is gone first
+            return not_begun
+        worker.retire_spool()  # (a run may have handed the spool over as its log)
+        worker.tasks_done += chunk.current
+        if chunk.stale:
+            self._retire(worker)
+        else:
+            self._release(worker)
+        return not_begun
+
+    def _ended_outcome(
+        self, job: Job, worker: WorkerProcess, reply: dict[str, Any]
+    ) -> Outcome | None:
+        """A chunk's run ended with ``reply`` (``done``, or the worker's ``exit``)."""
+        try:
+            return self._conclude_reply(job, worker, reply)
+        except TaskKilled:
+            return None
+
     def live_log(self, task_id: str) -> str | None:
         """The spool a running task writes to; its output moves to the log when it ends."""
         job = self._jobs.get(task_id)
-        if job is None or job.worker is None or job.reply.done():
+        if job is None or job.worker is None or job.reply.done() or job.worker.job is not job:
             return None
         return job.spool
 
@@ -155,8 +255,17 @@ class LocalExecutor(Executor):
         job.stop_reason = job.stop_reason or "killed"
         if job.waiter is not None and not job.waiter.done():
             job.waiter.set_exception(TaskKilled(f"task {task_id} was killed"))
-        if job.worker is not None:
-            await self._terminate(job.worker)
+        await self._end_job(job)
+
+    async def _end_job(self, job: Job) -> None:
+        """End the worker running ``job``; a chunk's run ends only while it may be running."""
+        worker = job.worker
+        if worker is None:
+            return
+        chunk = worker.chunk
+        if chunk is not None and job in chunk.jobs and not chunk.must_end_worker(job):
+            return  # it never begins (it is handed back), or it has ended already
+        await self._terminate(worker)
 
     async def _run_job(self, job: Job) -> Outcome:
         # A worker that answers "stale" exits; the loop then takes another (at last a fresh) one.
@@ -178,18 +287,7 @@ class LocalExecutor(Executor):
     async def _exchange(self, worker: WorkerProcess, job: Job) -> dict[str, Any]:
         job.reply = asyncio.get_running_loop().create_future()
         worker.job, job.worker = job, worker
-        self._trim_idle()
-        logs_dir = os.path.dirname(job.spec.log_path)
-        swept = self._swept.get(logs_dir)
-        if swept is None:  # before a task runs: output a killed server left comes first
-            sweep = asyncio.to_thread(sweep_spools, logs_dir, set(self._launched))
-            swept = self._swept[logs_dir] = asyncio.ensure_future(sweep)
-        if not swept.done():
-            try:
-                await asyncio.shield(swept)
-            except Exception:
-                log.exception("could not sweep the spools in %s", logs_dir)
-        job.spool = worker.spool_for(logs_dir)
+        job.spool = await self._spool(worker, job.spec)
         with contextlib.suppress(ConnectionError):  # it is dying; its exit settles the reply
             worker.send({"op": "run", **_spec_fields(job.spec), "spool_path": job.spool})
         reply = await asyncio.shield(job.reply)
@@ -201,6 +299,21 @@ class LocalExecutor(Executor):
         if reply["op"] != "exit":
             worker.job = None
         return reply
+
+    async def _spool(self, worker: WorkerProcess, spec: RunSpec) -> str:
+        """The worker's spool for the next run, once spools dead workers left are settled."""
+        self._trim_idle()
+        logs_dir = os.path.dirname(spec.log_path)
+        swept = self._swept.get(logs_dir)
+        if swept is None:  # before a task runs: output a killed server left comes first
+            sweep = asyncio.to_thread(sweep_spools, logs_dir, set(self._launched))
+            swept = self._swept[logs_dir] = asyncio.ensure_future(sweep)
+        if not swept.done():
+            try:
+                await asyncio.shield(swept)
+            except Exception:
+                log.exception("could not sweep the spools in %s", logs_dir)
+        return worker.spool_for(logs_dir)
 
     def _conclude(self, job: Job, worker: WorkerProcess, reply: dict[str, Any]) -> Outcome | None:
         """The outcome of one exchange, or None to try another worker (stale code)."""
@@ -214,6 +327,11 @@ class LocalExecutor(Executor):
                 self._retire(worker)
             else:
                 self._release(worker)
+        return self._conclude_reply(job, worker, reply)
+
+    def _conclude_reply(self, job: Job, worker: WorkerProcess, reply: dict[str, Any]) -> Outcome:
+        """The outcome a ``done`` or ``exit`` reply gives ``job``; ``TaskKilled`` if killed."""
+        if reply["op"] == "done":
             if job.stop_reason == "killed":
                 raise TaskKilled(f"task {job.spec.task_id} was killed")
             return _done_outcome(job.spec, reply)
@@ -356,6 +474,8 @@ class LocalExecutor(Executor):
         """End a worker and its whole tree; concurrent callers share one termination."""
         worker.doomed = True
         self._forget_idle(worker)
+        if worker.chunk is not None:
+            worker.chunk.take_back()  # nothing more of it begins while the worker ends
         if worker.terminating is None:
             worker.terminating = asyncio.ensure_future(self._terminate_now(worker))
         await asyncio.shield(worker.terminating)
@@ -410,7 +530,7 @@ class LocalExecutor(Executor):
             if job.stop_reason is None:
                 job.stop_reason, job.memory_used = "memory", used
                 log.warning("task %s used %d bytes; killing it", job.spec.task_id, used)
-                self._retire(worker)
+                self._in_background(self._end_job(job))
 
 
 _SPEC_FIELDS = tuple(field.name for field in dataclasses.fields(RunSpec))
