@@ -453,9 +453,11 @@ class Orchestrator:
     async def _run_chunk(self, chunk: builtins.list[tuple[_Run, Task]]) -> None:
         """Run a chunk's tasks one after another on the slot its first one holds.
 
-        They start in one transaction, and completions are recorded in batches while
-        the next tasks run.  A task still waiting for its turn never ran: ``cancel()``
-        ends it at once, and a stopping engine puts it back in the queue.
+        They start in one transaction, go to one worker in one request where the
+        executor can (``Executor.run_chunk``), and completions are recorded in batches
+        while the next tasks run.  Those the request did not run go one by one.  A
+        task still waiting for its turn never ran: ``cancel()`` ends it at once, and a
+        stopping engine puts it back in the queue.
         """
         runs = [run for run, _ in chunk]
         for run in runs:
@@ -463,8 +465,20 @@ class Orchestrator:
         completed: builtins.list[tuple[_Run, Task, Outcome]] = []
         recorder: asyncio.Task[None] | None = None
         requeue: builtins.list[tuple[_Run, Task]] = []
+        ends: builtins.list[asyncio.Task[None]] = []
+
+        def ended(run: _Run, task: Task, outcome: Outcome | None) -> None:
+            nonlocal recorder
+            if outcome is not None and outcome.ok and run.kill_reason in (None, "cancel"):
+                completed.append((run, task, outcome))
+                if recorder is None or recorder.done():
+                    recorder = asyncio.create_task(self._record_completions(completed))
+            else:
+                ends.append(asyncio.create_task(self._end_unrun(run, task, outcome)))
+
         try:
             await self._start_chunk(chunk)
+            await self._run_in_one_request(runs, ended)
             for run in runs:
                 task = run.task
                 if task is None or not run.waiting:
@@ -477,14 +491,8 @@ class Orchestrator:
                     await self._end_unrun(run, task)
                     continue
                 run.began_at = time.time()
-                outcome = await self._execute(run, task)
-                if outcome is not None and outcome.ok and run.kill_reason in (None, "cancel"):
-                    completed.append((run, task, outcome))
-                    if recorder is None or recorder.done():
-                        recorder = asyncio.create_task(self._record_completions(completed))
-                    continue
-                await self._record_end(run, task, outcome)
-                self._finish_run(run)
+                ended(run, task, await self._execute(run, task))
+            await asyncio.gather(*ends)
             self._release_slot(runs[0])
             if requeue:
                 await self._requeue(requeue)
@@ -492,6 +500,7 @@ class Orchestrator:
             log.exception("jupyter-tasks: running a chunk of %d tasks failed", len(chunk))
         finally:
             self._release_slot(runs[0])
+            await asyncio.gather(*ends, return_exceptions=True)
             if recorder is not None:
                 await asyncio.gather(recorder, return_exceptions=True)
             for run in runs:
@@ -519,12 +528,63 @@ class Orchestrator:
                 await self._publish_current(run.task_id)
                 self._finish_run(run)
 
-    async def _end_unrun(self, run: _Run, task: Task) -> None:
-        """Settle a chunk's task that was cancelled before its turn came."""
+    async def _end_unrun(self, run: _Run, task: Task, outcome: Outcome | None = None) -> None:
+        """Settle a chunk's task that did not complete, or was cancelled before its turn."""
         try:
-            await self._record_end(run, task, None)
+            await self._record_end(run, task, outcome)
         finally:
             self._finish_run(run)
+
+    async def _run_in_one_request(
+        self,
+        runs: builtins.list[_Run],
+        ended: Callable[[_Run, Task, Outcome | None], None],
+    ) -> None:
+        """Hand a chunk's waiting tasks to the executor in one request (``run_chunk``).
+
+        Each runs under its own timeout from when it begins; ``ended`` gets each one's
+        outcome.  Those that never began wait for their turn again, to run one by one.
+        """
+        handed = [r for r in runs if r.task is not None and r.waiting and r.kill_reason is None]
+        if len(handed) < 2:
+            return
+        by_id = {run.task_id: run for run in handed}
+        loop = asyncio.get_running_loop()
+        timers: dict[str, asyncio.TimerHandle] = {}
+        began: dict[str, float] = {}
+
+        def on_begin(task_id: str) -> None:
+            run = by_id[task_id]
+            assert run.task is not None
+            run.began_at, began[task_id] = time.time(), loop.time()
+            timeout = run.task.timeout_seconds or self.config.default_timeout_seconds
+            if timeout:
+                timers[task_id] = loop.call_later(timeout, self._kill_soon, run, "timeout")
+
+        def on_end(task_id: str, outcome: Outcome | None) -> None:
+            run = by_id[task_id]
+            assert run.task is not None
+            timer = timers.pop(task_id, None)
+            if timer is not None:
+                timer.cancel()
+            if task_id in began:  # (else a cancel stopped it before it began)
+                self._note_duration(run.task, loop.time() - began[task_id])
+            ended(run, run.task, outcome)
+
+        for run in handed:
+            run.waiting = False  # from now on a cancel goes through the executor
+        try:
+            not_begun = await self.executor.run_chunk(
+                [self._spec(run.task) for run in handed if run.task is not None],
+                lambda task_id, p, m: self._on_progress(by_id[task_id], p, m),
+                on_begin,
+                on_end,
+            )
+        finally:
+            for timer in timers.values():
+                timer.cancel()
+        for task_id in by_id if not_begun is None else not_begun:
+            by_id[task_id].waiting = True
 
     async def _record_completions(
         self, completed: builtins.list[tuple[_Run, Task, Outcome]]
