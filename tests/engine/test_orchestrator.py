@@ -536,7 +536,8 @@ async def test_cancelling_a_task_waiting_in_a_chunk_never_runs_it(
         cancelled = await orch.cancel(task.task_id)
         assert cancelled.status == TaskStatus.CANCELLED
     (tmp_path / "gate").write_text("go")
-    assert (await orch.wait(head.task_id, HANG)).status == TaskStatus.COMPLETED
+    h = await orch.wait(head.task_id, HANG)
+    assert h.status == TaskStatus.COMPLETED, h.error
     assert (await orch.wait(last.task_id, HANG)).status == TaskStatus.COMPLETED
     runs = runs_of(log)
     assert "next" not in runs and "later" not in runs
@@ -557,6 +558,76 @@ async def test_a_crash_in_a_chunk_fails_only_its_task(orch: Orchestrator, tmp_pa
     assert all(t.status == TaskStatus.COMPLETED for t in [done[0], *done[2:]])
     runs = runs_of(log)
     assert all(len(runs[f"t{n}"]) == 1 for n in range(6)), "a task ran twice or never"
+
+
+@one_worker
+async def test_a_timeout_in_a_chunk_fails_only_its_task(orch: Orchestrator, tmp_path: Path) -> None:
+    """The head hangs past its timeout: it fails, and every task after it runs once."""
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    await warm_chunks(orch, log)
+    requests = [py("step", str(log), "head", str(gate), timeout_seconds=1)]
+    requests += [py("step", str(log), f"t{n}") for n in range(5)]
+    tasks = await orch.submit_batch(requests)
+    done = [await orch.wait(t.task_id, HANG) for t in tasks]
+    assert done[0].status == TaskStatus.FAILED
+    assert done[0].error is not None and done[0].error.type == "TaskTimeout"
+    assert all(t.status == TaskStatus.COMPLETED for t in done[1:]), [t.error for t in done]
+    runs = runs_of(log)
+    assert "head" not in runs
+    assert all(len(runs[f"t{n}"]) == 1 for n in range(5)), "a task ran twice or never"
+
+
+@one_worker
+async def test_cancelling_the_running_task_of_a_chunk_spares_the_rest(
+    orch: Orchestrator, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    requests = [py("step", str(log), f"t{n}") for n in range(5)]
+    head, *rest = await held_chunk(orch, tmp_path, requests, running=4)
+    cancelled = await orch.cancel(head.task_id)
+    assert cancelled.status == TaskStatus.CANCELLED
+    done = [await orch.wait(t.task_id, HANG) for t in rest]
+    assert all(t.status == TaskStatus.COMPLETED for t in done), [t.error for t in done]
+    runs = runs_of(log)
+    assert "head" not in runs
+    assert all(len(runs[f"t{n}"]) == 1 for n in range(5)), "a task ran twice or never"
+
+
+@one_worker
+async def test_each_task_of_a_chunk_keeps_its_own_output(
+    orch: Orchestrator, tmp_path: Path
+) -> None:
+    """Tasks of one chunk share their worker's output file in turn; each log is its own."""
+    log = tmp_path / "log"
+    names = ["a", "b", "quiet", "c", "d"]
+    requests = [py("step", str(log), name, say=name != "quiet") for name in names]
+    tasks = await held_chunk(orch, tmp_path, requests, running=6)
+    (tmp_path / "gate").write_text("go")
+    for name, task in zip(names, tasks[1:], strict=True):
+        assert (await orch.wait(task.task_id, HANG)).status == TaskStatus.COMPLETED
+        text = (await orch.logs(task.task_id))[0].decode()
+        assert text == ("" if name == "quiet" else f"this is {name}\n"), (name, text)
+    assert len(set(runs_of(log)[name][0] for name in names)) == 1, "not one chunk"
+
+
+@one_worker
+async def test_a_module_changed_during_a_chunk_is_picked_up(
+    orch: Orchestrator, tmp_path: Path, root: Path
+) -> None:
+    """The rest of a chunk runs on a worker with the new code, each task once."""
+    log = tmp_path / "log"
+    requests = [py("step", str(log), f"t{n}") for n in range(4)]
+    head, *rest = await held_chunk(orch, tmp_path, requests, running=5)
+    module = root / "taskmods.py"
+    module.write_text(module.read_text() + "\n# changed\n")
+    stamp = time.time() + 5  # a different mtime even on coarse clocks
+    os.utime(module, (stamp, stamp))
+    (tmp_path / "gate").write_text("go")
+    done = [await orch.wait(t.task_id, HANG) for t in (head, *rest)]
+    assert all(t.status == TaskStatus.COMPLETED for t in done), [t.error for t in done]
+    runs = runs_of(log)
+    assert all(len(runs[f"t{n}"]) == 1 for n in range(4)), "a task ran twice or never"
+    assert runs["t0"] != runs["head"], "the rest ran on the worker with the old code"
 
 
 async def test_tasks_waiting_in_a_chunk_are_queued_again_at_stop(
