@@ -31,7 +31,6 @@ class ChunkRun:
         self,
         worker: WorkerProcess,
         jobs: list[Job],
-        permit_fd: int,
         on_begin: Callable[[str], None],
         on_end: EndCallback,
         outcome_of: Callable[[Job, dict[str, Any]], Outcome | None],
@@ -42,8 +41,8 @@ class ChunkRun:
         self.current = 0  #: the run going on now, or the next one
         self.begun: int | None = None  #: runs that took a permit, once the rest were taken back
         self.stale = False  #: the worker found changed code before ``current`` and ended
+        self.retire_after = False  #: the worker is not to be used again (its memory grew)
         self.finished: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self._permit_fd = permit_fd
         self._on_begin = on_begin
         self._on_end = on_end
         self._outcome_of = outcome_of
@@ -57,7 +56,8 @@ class ChunkRun:
 
     def start(self) -> None:
         """Put the permits on the eventfd (before the request is sent); the first run begins."""
-        os.eventfd_write(self._permit_fd, len(self.jobs))
+        assert self.worker.permit_fd is not None
+        os.eventfd_write(self.worker.permit_fd, len(self.jobs))
         self._sync()
         self._on_begin(self.jobs[0].spec.task_id)
 
@@ -69,10 +69,13 @@ class ChunkRun:
         """Take back every permit not taken yet: the runs they were for never begin."""
         if self.begun is not None:
             return
+        fd = self.worker.permit_fd
+        if fd is None:  # (closed once the worker ended, which took them back first)
+            return
         left = 0
         while True:
             try:
-                os.eventfd_read(self._permit_fd)
+                os.eventfd_read(fd)
             except BlockingIOError:
                 break
             left += 1
@@ -80,25 +83,33 @@ class ChunkRun:
         self._sync()
         self._maybe_finish()
 
+    def state_of(self, job: Job) -> str:
+        """``ended``, ``running`` (or just ended), or ``not begun`` (and never will be).
+
+        Takes the permits back first: nothing after ``job`` begins from then on.
+        """
+        n = self.index[job.spec.task_id]
+        if n < self.current or job.spec.task_id in self._dropped or self.finished.done():
+            return "ended"  # (or handed back already, to be run one by one)
+        self.take_back()
+        assert self.begun is not None
+        if n >= self.begun:
+            return "not begun"
+        return "running" if n == self.begun - 1 else "ended"
+
     def must_end_worker(self, job: Job) -> bool:
         """Whether killing ``job`` means ending the worker: only while it may be running.
 
         A run that will never begin ends at once, killed (``on_end`` with None); the
         ones after it are handed back when the chunk ends.
         """
-        task_id = job.spec.task_id
-        n = self.index[task_id]
-        if n < self.current or task_id in self._dropped:
-            return False  # it ended already
-        self.take_back()
-        assert self.begun is not None
-        if n >= self.begun:
-            self._dropped.add(task_id)
+        state = self.state_of(job)
+        if state == "not begun":
+            self._dropped.add(job.spec.task_id)
             if not job.reply.done():
                 job.reply.set_result({"op": "skipped"})
-            self._on_end(task_id, None)
-            return False
-        return n == self.begun - 1  # earlier ones ended
+            self._on_end(job.spec.task_id, None)
+        return state == "running"
 
     def dispatch(self, message: dict[str, Any]) -> None:
         """A message from the worker while the chunk is on it."""

@@ -354,7 +354,12 @@ class WorkerProcess:
     def _dispatch(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if self.chunk is not None and op != "ready":
-            self.chunk.dispatch(message)
+            try:
+                self.chunk.dispatch(message)
+            except Exception as exc:  # a malformed reply: the run going on fails with it
+                log.error("worker %d sent a bad %s (%r); killing it", self.pid, op, exc)
+                self.protocol_error = f"bad {op}: {exc!r}"
+                self.kill_now()
             return
         job = self.job
         if op == "ready":

@@ -168,6 +168,8 @@ class LocalExecutor(Executor):
         ``Executor.run_chunk``.  Not with ``max_tasks_per_worker`` (a chunk could pass it)."""
         if not CHUNK_REQUESTS or self._stopping or self.max_tasks_per_worker or len(specs) < 2:
             return None
+        if any(spec.interpreter != specs[0].interpreter for spec in specs):
+            return None
         jobs = [Job(spec, functools.partial(on_progress, spec.task_id)) for spec in specs]
         for job in jobs:
             self._jobs[job.spec.task_id] = job
@@ -176,9 +178,14 @@ class LocalExecutor(Executor):
                 worker = await self._acquire(jobs[0])
             except (WorkerStartError, TaskKilled):
                 return [spec.task_id for spec in specs]  # one by one, where they end as usual
-            spool = await self._spool(worker, jobs[0].spec)
-            if worker.permit_fd is None or any(job.stop_reason for job in jobs):
-                self._release(worker)  # (one was killed meanwhile: they go one by one)
+            try:
+                spool = await self._spool(worker, jobs[0].spec)
+            except BaseException:
+                self._release(worker)
+                raise
+            gone = worker.exited.done() or worker.doomed or worker.permit_fd is None
+            if gone or any(job.stop_reason for job in jobs):
+                self._release(worker)  # (killed meanwhile, or it ended: one by one)
                 return [spec.task_id for spec in specs]
             return await self._run_chunk_on(worker, jobs, spool, on_begin, on_end)
         finally:
@@ -198,7 +205,6 @@ class LocalExecutor(Executor):
         chunk = ChunkRun(
             worker,
             jobs,
-            worker.permit_fd,
             on_begin,
             on_end,
             lambda job, reply: self._ended_outcome(job, worker, reply),
@@ -223,9 +229,10 @@ class LocalExecutor(Executor):
             if worker.terminating is not None:
                 await asyncio.shield(worker.terminating)  # the whole tree is gone first
             return not_begun
-        worker.retire_spool()  # (a run may have handed the spool over as its log)
+        # (A run that handed the spool over as its log left the name free: the worker
+        # creates the file anew under it for the next run, as it did within the chunk.)
         worker.tasks_done += chunk.current
-        if chunk.stale:
+        if chunk.stale or chunk.retire_after or worker.doomed:
             self._retire(worker)
         else:
             self._release(worker)
@@ -530,7 +537,15 @@ class LocalExecutor(Executor):
             if job.stop_reason is None:
                 job.stop_reason, job.memory_used = "memory", used
                 log.warning("task %s used %d bytes; killing it", job.spec.task_id, used)
-                self._in_background(self._end_job(job))
+                if worker.chunk is None:
+                    self._retire(worker)
+                    continue
+                # A chunk's worker: the usage is the run's only if it is still going on.
+                worker.chunk.retire_after = True  # (if not now)
+                if worker.chunk.state_of(job) == "running":
+                    self._retire(worker)
+                else:
+                    job.stop_reason = None  # it ended, or never began (and is handed back)
 
 
 _SPEC_FIELDS = tuple(field.name for field in dataclasses.fields(RunSpec))
