@@ -44,6 +44,7 @@ from .models import (
 from .store import Owner, Store, StoredResult
 from .tasktypes import TaskTypeRegistry, load_default_registry
 from .tasktypes.base import SubmitContext
+from .worker import SPOOL_TASK_ATTRIBUTE
 
 log = logging.getLogger("jupyter_tasks")
 T = TypeVar("T")
@@ -103,6 +104,7 @@ class _Run:
     task: Task | None = None
     waiting: bool = False
     in_chunk: bool = False
+    in_request: bool = False  # handed to the executor with its chunk, in one request
     began_at: float | None = None  # in a chunk: when it was handed to the executor
 
 
@@ -573,6 +575,7 @@ class Orchestrator:
 
         for run in handed:
             run.waiting = False  # from now on a cancel goes through the executor
+            run.in_request = True
         try:
             not_begun = await self.executor.run_chunk(
                 [self._spec(run.task) for run in handed if run.task is not None],
@@ -584,7 +587,7 @@ class Orchestrator:
             for timer in timers.values():
                 timer.cancel()
         for task_id in by_id if not_begun is None else not_begun:
-            by_id[task_id].waiting = True
+            by_id[task_id].waiting, by_id[task_id].in_request = True, False
 
     async def _record_completions(
         self, completed: builtins.list[tuple[_Run, Task, Outcome]]
@@ -861,12 +864,17 @@ class Orchestrator:
             raise InvalidParameters("must be >= 0", field="offset")
         await self.get(task_id)
         live = self.executor.live_log(task_id)
+        run = self._running.get(task_id)
+        # A chunk's worker goes on to the next task before the server hears that this one
+        # ended: its spool is read only while it is still tagged with this task.
+        owner = task_id if run is not None and run.in_request else None
 
         def read() -> bytes:
-            data = _read_output(self.store.log_path(task_id), live, offset, max_bytes)
+            log_path = self.store.log_path(task_id)
+            data = _read_output(log_path, live, offset, max_bytes, owner)
             if live is not None and self.executor.live_log(task_id) != live:
                 # It ended while we read: its spool may already hold the next task's output.
-                data = _read_output(self.store.log_path(task_id), None, offset, max_bytes)
+                data = _read_output(log_path, None, offset, max_bytes)
             return data
 
         data = await asyncio.to_thread(read)
@@ -1020,9 +1028,11 @@ class Orchestrator:
 
 
 def _kind(task: Task) -> str:
-    """What makes attempts alike in length: the task type and what it runs."""
+    """What makes attempts alike: the task type and what it runs (a callable's interpreter)."""
     params = task.parameters
     target = params.get("callable") or params.get("command") or params.get("path")
+    if not isinstance(target, str):
+        target = params.get("python")  # ``callable``: the interpreter of the kernel that sent it
     return f"{task.task_type}:{target}" if isinstance(target, str) else task.task_type
 
 
@@ -1040,11 +1050,15 @@ def _stored(outcome: Outcome) -> StoredResult:
     )
 
 
-def _read_output(log_path: str, live: str | None, offset: int, max_bytes: int) -> bytes:
+def _read_output(
+    log_path: str, live: str | None, offset: int, max_bytes: int, owner: str | None = None
+) -> bytes:
     """Bytes from ``offset`` of the log followed by the live spool (see ``Executor.live_log``).
 
     The spool is opened first and counted only if it still has its name after the log was
-    read: a worker renames it away before its content reaches the log, never after.
+    read: a worker renames it away before its content reaches the log, never after.  With
+    ``owner``, the spool counts only if it is still tagged with that task once read: the
+    worker tags it before the next task writes anything.
     """
     spool = None
     if live is not None:
@@ -1066,10 +1080,21 @@ def _read_output(log_path: str, live: str | None, offset: int, max_bytes: int) -
         except OSError:
             return data  # handed over meanwhile: the log read above may lack it; ask again
         spool.seek(max(0, offset - size))
-        return data + spool.read(max_bytes - len(data))
+        more = spool.read(max_bytes - len(data))
+        if owner is not None and _spool_owner(spool.fileno()) != owner:
+            return data
+        return data + more
     finally:
         if spool is not None:
             spool.close()
+
+
+def _spool_owner(fd: int) -> str | None:
+    """The task a spool is tagged with (None where the file system keeps no tags)."""
+    try:
+        return os.getxattr(fd, SPOOL_TASK_ATTRIBUTE).decode("ascii", "replace")
+    except (AttributeError, OSError):
+        return None
 
 
 @contextlib.asynccontextmanager
