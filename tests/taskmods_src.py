@@ -40,11 +40,15 @@ def record(log: str, name: str) -> str:
     return name
 
 
-def step(log: str, name: str, gate: str = "", crash: bool = False, say: bool = False) -> str:
+def step(
+    log: str, name: str, gate: str = "", crash: bool = False, say: bool = False, hogs: bool = False
+) -> str:
     """``record`` with a pid; with ``gate``, wait for it first; with ``crash``, segfault after;
-    with ``say``, print the name (to the task's log)."""
+    with ``say``, print the name (to the task's log); with ``hogs``, take memory until killed."""
     if say:
         print(f"this is {name}", flush=True)
+    if hogs:
+        hog()
     if gate:
         wait_for(gate)
     with open(log, "a") as fh:

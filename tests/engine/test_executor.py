@@ -464,6 +464,73 @@ async def test_a_worker_that_breaks_the_protocol_is_killed(
     assert result(await executor.run(call(make_spec, "add", 5, 5), noop)) == 10
 
 
+class ChunkLog:
+    """What ``run_chunk`` reported: begins and ends, in order."""
+
+    def __init__(self) -> None:
+        self.begun: list[str] = []
+        self.ended: dict[str, Outcome | None] = {}
+
+    def begin(self, task_id: str) -> None:
+        self.begun.append(task_id)
+
+    def end(self, task_id: str, outcome: Outcome | None) -> None:
+        self.ended[task_id] = outcome
+
+
+async def test_a_chunk_runs_in_one_request_each_once(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    executor = await started(make_executor(max_workers=1))
+    specs = [call(make_spec, "add", n, 1) for n in range(5)]
+    seen = ChunkLog()
+    not_begun = await asyncio.wait_for(
+        executor.run_chunk(specs, lambda *a: None, seen.begin, seen.end), HANG
+    )
+    assert not_begun == []
+    assert seen.begun == [spec.task_id for spec in specs]
+    assert list(seen.ended) == seen.begun
+    assert [result(o) for o in seen.ended.values() if o is not None] == [1, 2, 3, 4, 5]
+
+
+async def test_a_chunk_of_two_interpreters_is_not_sent_as_one(
+    make_executor: MakeExecutor, make_spec: MakeSpec, tmp_path: Path
+) -> None:
+    executor = await started(make_executor(max_workers=1))
+    other = call(make_spec, "add", 1, 1, interpreter=str(tmp_path / "other-python"))
+    seen = ChunkLog()
+    specs = [call(make_spec, "add", 1, 1), other]
+    assert await executor.run_chunk(specs, lambda *a: None, seen.begin, seen.end) is None
+    assert seen.begun == []
+
+
+async def test_a_bad_reply_in_a_chunk_fails_its_run_and_hands_back_the_rest(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    def lie() -> None:
+        import time
+
+        from jupyter_tasks import worker
+
+        progress = worker._progress
+        assert progress is not None
+        done = {"op": "done", "task_id": progress._task_id, "ok": True, "inline": "!!!x"}
+        progress._channel.send(done)  # a result that is not base64
+        time.sleep(60)
+
+    executor = await started(make_executor(max_workers=1))
+    specs = [make_spec("callable", pickled(lie)), call(make_spec, "add", 2, 2)]
+    seen = ChunkLog()
+    not_begun = await asyncio.wait_for(
+        executor.run_chunk(specs, lambda *a: None, seen.begin, seen.end), HANG
+    )
+    outcome = seen.ended[specs[0].task_id]
+    assert outcome is not None and outcome.error is not None
+    assert outcome.error.type == "WorkerCrashed" and "protocol" in outcome.error.message
+    assert not_begun == [specs[1].task_id]
+    assert result(await executor.run(specs[1], noop)) == 4
+
+
 async def test_cancelling_run_ends_the_task(
     make_executor: MakeExecutor, make_spec: MakeSpec, task_dirs: TaskDirs, until: Until
 ) -> None:

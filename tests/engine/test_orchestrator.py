@@ -630,6 +630,28 @@ async def test_a_module_changed_during_a_chunk_is_picked_up(
     assert runs["t0"] != runs["head"], "the rest ran on the worker with the old code"
 
 
+@pytest.mark.parametrize(
+    "orch", [{"max_workers": 1, "worker_memory_limit": 400 << 20}], indirect=True, ids=["1"]
+)
+async def test_a_memory_hog_in_a_chunk_fails_only_its_task(
+    orch: Orchestrator, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    requests = [py("step", str(log), "hog", hogs=True)]
+    requests += [py("step", str(log), f"t{n}") for n in range(4)]
+    tasks = await held_chunk(orch, tmp_path, requests, running=3)
+    (tmp_path / "gate").write_text("go")
+    done = [await orch.wait(t.task_id, HANG) for t in tasks]
+    assert done[1].status == TaskStatus.FAILED
+    assert done[1].error is not None and done[1].error.type == "MemoryLimitExceeded"
+    assert all(t.status == TaskStatus.COMPLETED for t in [done[0], *done[2:]]), [
+        t.error for t in done
+    ]
+    runs = runs_of(log)
+    assert "hog" not in runs
+    assert all(len(runs[f"t{n}"]) == 1 for n in range(4)), "a task ran twice or never"
+
+
 async def test_tasks_waiting_in_a_chunk_are_queued_again_at_stop(
     make_config: Callable[..., EngineConfig], tmp_path: Path
 ) -> None:
