@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..models import WORKER_CRASHED, TaskError
 from ._replies import deliver_progress
 from .base import Outcome
 
@@ -116,15 +117,25 @@ class ChunkRun:
         op = message.get("op")
         job = self.current_job
         if op == "skipped":
-            self._skipped_seen = True
-            self._maybe_finish()
+            # Only the worker's own word: exactly the runs whose permits were taken back.
+            if self.begun is not None and message.get("task_ids") == [
+                j.spec.task_id for j in self.jobs[self.begun :]
+            ]:
+                self._skipped_seen = True
+                self._maybe_finish()
         elif job is None or message.get("task_id") != job.spec.task_id:
             return
         elif op == "progress":
             progress, text = message.get("progress"), message.get("message")
             deliver_progress(job.on_progress, job.spec.task_id, progress, text)
         elif op == "done":
-            self._end(job, self._outcome_of(job, message))
+            try:
+                outcome = self._outcome_of(job, message)
+            except Exception as exc:  # malformed: this run fails; the worker goes on
+                self.retire_after = True
+                error = TaskError(type=WORKER_CRASHED, message=f"the worker's reply: {exc!r}")
+                outcome = Outcome(ok=False, error=error)
+            self._end(job, outcome)
         elif op == "stale":  # it took the permit but did not begin: neither did the rest
             self.stale = True
             self.begun = self.current
@@ -135,7 +146,9 @@ class ChunkRun:
         """The worker ended: a run that took its permit and did not end was cut short."""
         self.take_back()
         job = self.current_job
-        while job is not None:  # at most one: a run ends before the next takes a permit
+        # At most one: a run ends before the next takes a permit, and every reply the
+        # worker wrote before it ended has been read.
+        while job is not None:
             self._end(job, self._outcome_of(job, reply))
             job = self.current_job
         self._skipped_seen = True

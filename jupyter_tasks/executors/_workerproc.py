@@ -344,7 +344,14 @@ class WorkerProcess:
                     raise ValueError("not a JSON object")
             except ConnectionResetError:
                 return  # it ended with a request unread (a chunk's runs skipped): like EOF
-            except (ValueError, ConnectionError) as exc:
+            except ValueError as exc:
+                # Killed, and what it wrote before that is still read: a chunk's replies.
+                if self.protocol_error is None:
+                    log.error("worker %d broke the protocol (%s); killing it", self.pid, exc)
+                    self.protocol_error = str(exc) or type(exc).__name__
+                    self.kill_now()
+                continue
+            except ConnectionError as exc:
                 log.error("worker %d broke the protocol (%s); killing it", self.pid, exc)
                 self.protocol_error = str(exc) or type(exc).__name__
                 self.kill_now()

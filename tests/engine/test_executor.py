@@ -504,7 +504,7 @@ async def test_a_chunk_of_two_interpreters_is_not_sent_as_one(
     assert seen.begun == []
 
 
-async def test_a_bad_reply_in_a_chunk_fails_its_run_and_hands_back_the_rest(
+async def test_a_bad_reply_in_a_chunk_fails_only_its_run(
     make_executor: MakeExecutor, make_spec: MakeSpec
 ) -> None:
     def lie() -> None:
@@ -516,7 +516,7 @@ async def test_a_bad_reply_in_a_chunk_fails_its_run_and_hands_back_the_rest(
         assert progress is not None
         done = {"op": "done", "task_id": progress._task_id, "ok": True, "inline": "!!!x"}
         progress._channel.send(done)  # a result that is not base64
-        time.sleep(60)
+        time.sleep(0.5)  # (its own, real reply comes after: not this run's any more)
 
     executor = await started(make_executor(max_workers=1))
     specs = [make_spec("callable", pickled(lie)), call(make_spec, "add", 2, 2)]
@@ -526,9 +526,10 @@ async def test_a_bad_reply_in_a_chunk_fails_its_run_and_hands_back_the_rest(
     )
     outcome = seen.ended[specs[0].task_id]
     assert outcome is not None and outcome.error is not None
-    assert outcome.error.type == "WorkerCrashed" and "protocol" in outcome.error.message
-    assert not_begun == [specs[1].task_id]
-    assert result(await executor.run(specs[1], noop)) == 4
+    assert outcome.error.type == "WorkerCrashed" and "reply" in outcome.error.message
+    assert not_begun == []
+    after = seen.ended[specs[1].task_id]
+    assert after is not None and result(after) == 4
 
 
 async def test_cancelling_run_ends_the_task(
