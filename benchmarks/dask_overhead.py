@@ -24,39 +24,24 @@ import asyncio
 import operator
 import os
 import statistics
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from distributed import Client, LocalCluster
+from specs import NOOP_PARAMETERS, noop_spec
 
 from jupyter_tasks.executors.base import RunSpec
 from jupyter_tasks.executors.dask import DaskExecutor
 from jupyter_tasks.models import TaskRequest, TaskStatus
 from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
-from jupyter_tasks.tasktypes.python import PythonTask
 
-NOOP = {"callable": "operator:add", "args": [1, 2]}
+NOOP = NOOP_PARAMETERS
 
 
 def make_spec(tmp: str) -> RunSpec:
-    task_id = uuid.uuid4().hex
-    return RunSpec(
-        task_id=task_id,
-        attempt=1,
-        task_type="python",
-        type_path=PythonTask.type_path(),
-        parameters=NOOP,
-        interpreter=sys.executable,
-        root_dir=tmp,
-        log_path=os.path.join(tmp, "logs", f"{task_id}.log"),
-        result_path=os.path.join(tmp, "results", f"{task_id}.pickle"),
-        blob_dir=os.path.join(tmp, "blobs"),
-        result_max_bytes=1 << 30,
-    )
+    return noop_spec(tmp)
 
 
 async def figures(

@@ -19,16 +19,15 @@ import asyncio
 import operator
 import os
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
 
-from jupyter_tasks.executors.base import RunSpec
+from specs import noop_spec
+
 from jupyter_tasks.executors.local import LocalExecutor
 from jupyter_tasks.models import TaskRequest, TaskStatus
 from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
-from jupyter_tasks.tasktypes.python import PythonTask
 
 NOOP = TaskRequest(
     task_type="python",
@@ -100,25 +99,9 @@ async def pool_alone_rate(workers: int, tasks: int) -> float:
     """``tasks`` no-op runs on the engine's worker pool alone, ``workers`` at a time."""
     with tempfile.TemporaryDirectory() as tmp:
 
-        def spec(n: int) -> RunSpec:
-            task_id = f"{n:032x}"
-            return RunSpec(
-                task_id=task_id,
-                attempt=1,
-                task_type="python",
-                type_path=PythonTask.type_path(),
-                parameters=NOOP.parameters,
-                interpreter=sys.executable,
-                root_dir=tmp,
-                log_path=os.path.join(tmp, "logs", f"{task_id}.log"),
-                result_path=os.path.join(tmp, "results", f"{task_id}.pickle"),
-                blob_dir=os.path.join(tmp, "blobs"),
-                result_max_bytes=1 << 30,
-            )
-
         async def lane(first: int, count: int) -> None:
             for n in range(first, first + count):
-                await executor.run(spec(n), lambda p, m: None)
+                await executor.run(noop_spec(tmp, f"{n:032x}"), lambda p, m: None)
 
         executor = LocalExecutor(max_workers=workers)
         await executor.start()
