@@ -44,7 +44,7 @@ from .models import (
 from .store import Owner, Store, StoredResult
 from .tasktypes import TaskTypeRegistry, load_default_registry
 from .tasktypes.base import SubmitContext
-from .worker import SPOOL_TASK_ATTRIBUTE
+from .worker import spool_tag
 
 log = logging.getLogger("jupyter_tasks")
 T = TypeVar("T")
@@ -1081,20 +1081,12 @@ def _read_output(
             return data  # handed over meanwhile: the log read above may lack it; ask again
         spool.seek(max(0, offset - size))
         more = spool.read(max_bytes - len(data))
-        if owner is not None and _spool_owner(spool.fileno()) != owner:
+        if owner is not None and spool_tag(spool.fileno()) != owner:
             return data
         return data + more
     finally:
         if spool is not None:
             spool.close()
-
-
-def _spool_owner(fd: int) -> str | None:
-    """The task a spool is tagged with (None where the file system keeps no tags)."""
-    try:
-        return os.getxattr(fd, SPOOL_TASK_ATTRIBUTE).decode("ascii", "replace")
-    except (AttributeError, OSError):
-        return None
 
 
 @contextlib.asynccontextmanager

@@ -241,6 +241,14 @@ class _Spool:
 SPOOL_TASK_ATTRIBUTE = "user.jupyter_tasks.task_id"
 
 
+def spool_tag(spool: str | int) -> str | None:
+    """The task id a spool (a path or an open fd) is tagged with; None when it has none."""
+    try:
+        return os.getxattr(spool, SPOOL_TASK_ATTRIBUTE).decode("ascii")
+    except (AttributeError, OSError, UnicodeDecodeError):  # (no tags on some file systems)
+        return None
+
+
 def hand_over_output(spool: str, log_path: str) -> None:
     """Move a spool's content to the end of a task's log; the spool's name is gone after.
 

@@ -26,7 +26,7 @@ import psutil
 
 from .._workerguard import AVAILABLE as GUARDED
 from ..models import is_task_id
-from ..worker import SPOOL_TASK_ATTRIBUTE, settle_spool
+from ..worker import settle_spool, spool_tag
 from ._chunkrun import ChunkRun
 from ._proctree import describe_exit
 from ._replies import deliver_progress
@@ -50,12 +50,9 @@ def _runs(pid: int) -> bool:
 
 
 def _spool_task_id(spool: str) -> str | None:
-    """The task id a spool was tagged with (``worker.SPOOL_TASK_ATTRIBUTE``), if it is one."""
-    try:
-        value = os.getxattr(spool, SPOOL_TASK_ATTRIBUTE).decode("ascii")
-    except (AttributeError, OSError, UnicodeDecodeError):
-        return None
-    return value if is_task_id(value) else None
+    """The task id a spool was tagged with (``worker.spool_tag``), if it is one."""
+    value = spool_tag(spool)
+    return value if value is not None and is_task_id(value) else None
 
 
 def sweep_spools(logs_dir: str, ours: set[int]) -> None:
