@@ -105,7 +105,7 @@ class _Run:
     waiting: bool = False
     in_chunk: bool = False
     in_request: bool = False  # handed to the executor with its chunk, in one request
-    began_at: float | None = None  # in a chunk: when it was handed to the executor
+    began_at: float | None = None  # in a chunk: when it began, as far as the server knows
 
 
 def _process_started(pid: int) -> float | None:
@@ -1037,7 +1037,7 @@ def _kind(task: Task) -> str:
 
 
 def _began(run: _Run) -> dict[str, Any]:
-    """A chunk's task records when it was handed to a worker, not when the chunk took it."""
+    """A chunk's task records when it began (``began_at``), not when the chunk took it."""
     return {"started_at": run.began_at} if run.in_chunk else {}
 
 

@@ -201,7 +201,6 @@ class LocalExecutor(Executor):
         on_begin: Callable[[str], None],
         on_end: EndCallback,
     ) -> list[str]:
-        assert worker.permit_fd is not None
         chunk = ChunkRun(
             worker,
             jobs,
