@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 Event = dict[str, Any]
@@ -75,19 +75,20 @@ class Subscription:
         assert first is not None
         return self._progress.pop(first["task_id"])
 
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._iterate()
+    def __aiter__(self) -> Subscription:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Event]:
+    async def __anext__(self) -> Event:
+        # A plain iterator, not an async generator: one a consumer leaves early would be
+        # closed by the loop's finaliser hook, a thread-safe wake-up and a task per wait.
         while True:
             if self.dropped:
-                return
+                raise StopAsyncIteration
             event = self._pop()
             if event is not None:
-                yield event
-                continue
+                return event
             if self.closed:
-                return
+                raise StopAsyncIteration
             self._ready.clear()
             await self._ready.wait()
 
