@@ -771,9 +771,10 @@ class Orchestrator:
         run = self._running.get(task.task_id)
         if run is None or run.task_json is None or task.status != TaskStatus.RUNNING:
             return task
-        return task.model_copy(
-            update={"progress": run.task_json["progress"], "message": run.task_json["message"]}
-        )
+        progress, message = run.task_json["progress"], run.task_json["message"]
+        if progress == task.progress and message == task.message:
+            return task
+        return task.model_copy(update={"progress": progress, "message": message})
 
     # -- reads -------------------------------------------------------------------------------
 
