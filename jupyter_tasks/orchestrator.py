@@ -389,7 +389,7 @@ class Orchestrator:
         finally:
             self._release_slot(run)
             self._finish_run(run)
-            self._wake.set()
+            self._wake_dispatch()
 
     async def _start(self, run: _Run, created: Task | None) -> Task | None:
         """``created -> running``; None when it was cancelled or taken in the meantime."""
@@ -507,7 +507,7 @@ class Orchestrator:
                 await asyncio.gather(recorder, return_exceptions=True)
             for run in runs:
                 self._finish_run(run)
-            self._wake.set()
+            self._wake_dispatch()
 
     async def _start_chunk(self, chunk: builtins.list[tuple[_Run, Task]]) -> None:
         """``created -> running`` for every task of a chunk, in one transaction."""
@@ -650,6 +650,11 @@ class Orchestrator:
         if run.holds_slot:
             run.holds_slot = False
             self._slots_used -= 1
+            self._wake_dispatch()
+
+    def _wake_dispatch(self) -> None:
+        """A slot came free: wake the dispatcher if a task waits (``_enqueue`` wakes it else)."""
+        if self._heap:
             self._wake.set()
 
     def _spec(self, task: Task) -> RunSpec:
