@@ -820,23 +820,32 @@ class Orchestrator:
     async def wait(self, task_id: str, timeout: float | None = None) -> Task:
         """Wait until the task is finished; ``TimeoutError`` after ``timeout`` seconds."""
         sub = self.subscribe([task_id])
+        expired = False
+
+        def expire() -> None:  # a timer, not ``wait_for``: no task per wait
+            nonlocal expired
+            expired = True
+            sub.close()
+
+        loop = asyncio.get_running_loop()
+        timer = None if timeout is None else loop.call_later(timeout, expire)
         try:
             if task_id not in self._running:
                 # Not running here: read it (a task we run ends with an event anyway).
                 task = await self.get(task_id)
                 if task.status.finished:
                     return task
-
-            async def until_finished() -> Task:
-                async for event in sub:
-                    if event["event"] == "deleted":
-                        raise TaskNotFound(task_id)
-                    if TaskStatus(event["status"]).finished:
-                        return Task.model_validate(event["task"])
-                return await self.get(task_id)
-
-            return await asyncio.wait_for(until_finished(), timeout)
+            async for event in sub:
+                if event["event"] == "deleted":
+                    raise TaskNotFound(task_id)
+                if TaskStatus(event["status"]).finished:
+                    return Task.model_validate(event["task"])
+            if expired:
+                raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
+            return await self.get(task_id)  # the feed was dropped: read where it stands
         finally:
+            if timer is not None:
+                timer.cancel()
             sub.close()
 
     async def result(self, task_id: str) -> ResultInfo:
