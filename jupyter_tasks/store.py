@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +30,7 @@ from .errors import InvalidParameters, InvalidTransition, StoreUnavailable
 from .models import ALLOWED_TRANSITIONS, FINISHED, Task, TaskError, TaskRequest, TaskStatus
 
 T = TypeVar("T")
+log = logging.getLogger("jupyter_tasks")
 
 SCHEMA_VERSION = 1
 
@@ -231,7 +234,8 @@ class Store:
         if self.synchronous not in {"NORMAL", "FULL", "EXTRA", "OFF"}:
             raise ValueError(f"sqlite_synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.busy_timeout = busy_timeout
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="jupyter-tasks-store")
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
@@ -243,9 +247,37 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    def _submit(self, job: Callable[[], None]) -> None:
+        """Hand ``job`` to the store's thread (started on first use; it runs jobs in order)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._serve, name="jupyter-tasks-store", daemon=True
+            )
+            self._thread.start()
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception:  # a job settles its own future; this is only a last resort
+                log.exception("jupyter-tasks: a store job failed")
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the store's thread (reads, and work outside a transaction)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)
+        future: asyncio.Future[T] = loop.create_future()
+
+        def job() -> None:
+            outcome: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+            try:
+                outcome = [(future, fn(), None)]
+            except BaseException as exc:
+                outcome = [(future, None, exc)]
+            loop.call_soon_threadsafe(_settle_futures, outcome)
+
+        self._submit(job)
+        return await future
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -267,7 +299,7 @@ class Store:
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
         if schedule:
-            self._pool.submit(self._flush, loop)
+            self._submit(lambda: self._flush(loop))
         return cast(T, await future)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -411,7 +443,10 @@ class Store:
                 self._db = None
 
         await self._call(close)
-        self._pool.shutdown(wait=True)
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
 
     # -- owners (leases) --------------------------------------------------------------------
 
@@ -509,12 +544,15 @@ class Store:
         """
 
         def insert(db: sqlite3.Connection) -> list[Task]:
+            # Started at once, a task is written running: one row write, not two.
+            status, attempt, started = ("running", 1, now) if start else ("created", 0, None)
             for task_id, req in requests:
                 blob = req.parameters.get("blob_id")
                 cur = db.execute(
                     "INSERT INTO tasks (task_id, task_type, description, parameters, priority,"
                     " timeout_seconds, max_retries, tags, status, group_id, created_at, owner,"
-                    " blob_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?, ?, ?)",
+                    " blob_id, attempt, started_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         task_id,
                         req.task_type,
@@ -524,16 +562,20 @@ class Store:
                         req.timeout_seconds,
                         req.max_retries,
                         json.dumps(req.tags),
+                        status,
                         group,
                         now,
                         owner_id,
                         blob if isinstance(blob, str) else None,
+                        attempt,
+                        started,
                     ),
                 )
-                db.executemany(
-                    "INSERT OR IGNORE INTO task_tags(tag, seq) VALUES (?, ?)",
-                    [(tag, cur.lastrowid) for tag in req.tags],
-                )
+                if req.tags:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO task_tags(tag, seq) VALUES (?, ?)",
+                        [(tag, cur.lastrowid) for tag in req.tags],
+                    )
             created_at = _ts_required(now)
             created = [
                 Task.model_construct(
@@ -553,11 +595,6 @@ class Store:
             ]
             if not start:
                 return created
-            db.executemany(
-                "UPDATE tasks SET status = 'running', attempt = 1, started_at = ?"
-                " WHERE task_id = ? AND status = 'created'",
-                [(now, tid) for tid, _ in requests],
-            )
             fields = {"started_at": created_at}
             return created + [_derive(t, TaskStatus.RUNNING, fields, True) for t in created]
 
