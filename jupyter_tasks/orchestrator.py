@@ -106,6 +106,7 @@ class _Run:
     in_chunk: bool = False
     in_request: bool = False  # handed to the executor with its chunk, in one request
     began_at: float | None = None  # in a chunk: when it began, as far as the server knows
+    early_progress: tuple[float | None, str | None] | None = None  # before task_json (held)
 
 
 def _process_started(pid: int) -> float | None:
@@ -247,12 +248,17 @@ class Orchestrator:
         await self._validated([request], batch=False)
         self._check_room(1)
         run = self._claim_idle_slot()
+        task_id = new_task_id()
+        # Started at once, its run is handed to a worker now and begins as soon as the
+        # store has committed it, before this coroutine even resumes.
+        go = None if run is None else self._hold(run, task_id, request)
         try:
             tasks = await self.store.insert(
-                [(new_task_id(), request)], self.owner.owner_id, None, time.time(), run is not None
+                [(task_id, request)], self.owner.owner_id, None, time.time(), run is not None, go
             )
         except BaseException:
             if run is not None:
+                self.executor.drop_hold(task_id)
                 self._release_slot(run)
             raise
         task = tasks[0]
@@ -265,6 +271,10 @@ class Orchestrator:
             self._running[task.task_id] = run
             self._spawn(self._run(run, tasks[1]))
         return task
+
+    def _hold(self, run: _Run, task_id: str, request: TaskRequest) -> Callable[[], None] | None:
+        spec = self._spec(request, task_id, attempt=1)
+        return self.executor.hold(spec, lambda p, m: self._on_progress(run, p, m))
 
     def _claim_idle_slot(self) -> _Run | None:
         """A slot for a task that may start at once: none queued, so priority order holds."""
@@ -406,7 +416,10 @@ class Orchestrator:
         if task is None:
             return
         self._publish(task)  # also keeps run.task_json, which progress events build on
+        if run.early_progress is not None:  # a held run reported before that
+            self._on_progress(run, *run.early_progress)
         if run.kill_reason is not None:
+            self.executor.drop_hold(task.task_id)
             await self._settle(run, task, None)
             return
         outcome = await self._execute(run, task)
@@ -417,7 +430,7 @@ class Orchestrator:
 
     async def _execute(self, run: _Run, task: Task) -> Outcome | None:
         """Run the attempt in the executor under its timeout; None when it was killed."""
-        spec = self._spec(task)
+        spec = self._spec(task, task.task_id, task.attempt)
         timeout = task.timeout_seconds or self.config.default_timeout_seconds
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout, self._kill_soon, run, "timeout") if timeout else None
@@ -578,7 +591,11 @@ class Orchestrator:
             run.in_request = True
         try:
             not_begun = await self.executor.run_chunk(
-                [self._spec(run.task) for run in handed if run.task is not None],
+                [
+                    self._spec(run.task, run.task_id, run.task.attempt)
+                    for run in handed
+                    if run.task is not None
+                ],
                 lambda task_id, p, m: self._on_progress(by_id[task_id], p, m),
                 on_begin,
                 on_end,
@@ -657,18 +674,18 @@ class Orchestrator:
         if self._heap:
             self._wake.set()
 
-    def _spec(self, task: Task) -> RunSpec:
+    def _spec(self, task: TaskRequest, task_id: str, attempt: int) -> RunSpec:
         task_type = self.registry.get(task.task_type)
         return RunSpec(
-            task_id=task.task_id,
-            attempt=task.attempt,
+            task_id=task_id,
+            attempt=attempt,
             task_type=task.task_type,
             type_path=task_type.type_path(),
             parameters=task.parameters,
             interpreter=task_type.interpreter(task.parameters),
             root_dir=self._root_dir,
-            log_path=self.store.log_path(task.task_id),
-            result_path=self.store.result_path(task.task_id),
+            log_path=self.store.log_path(task_id),
+            result_path=self.store.result_path(task_id),
             blob_dir=self.store.blob_dir,
             result_max_bytes=self.config.result_max_bytes,
             priority=task.priority,
@@ -757,7 +774,10 @@ class Orchestrator:
     # -- progress ------------------------------------------------------------------------
 
     def _on_progress(self, run: _Run, progress: float | None, message: str | None) -> None:
-        if run.task_json is None or run.task_json.get("status") != TaskStatus.RUNNING.value:
+        if run.task_json is None:
+            run.early_progress = (progress, message)  # published with its running record
+            return
+        if run.task_json.get("status") != TaskStatus.RUNNING.value:
             return
         run.task_json = {**run.task_json, "progress": progress, "message": message}
         run.progress_dirty = True

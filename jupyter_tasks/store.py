@@ -140,6 +140,10 @@ class QueuedRow:
     not_before: float
 
 
+#: A write waiting for the store's thread: the function, its future, its ``on_durable``.
+_Write = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], Callable[[], None] | None]
+
+
 def _settle_futures(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, result, error in outcomes:
         if future.done():
@@ -238,7 +242,7 @@ class Store:
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._pending: list[_Write] = []
         self._flush_scheduled = False
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="jupyter-tasks-checkpoint")
         self._checkpoint_db: sqlite3.Connection | None = None
@@ -285,17 +289,23 @@ class Store:
             raise StoreUnavailable("the task store is not open")
         return self._db
 
-    async def _commit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _commit(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        on_durable: Callable[[], None] | None = None,
+    ) -> T:
         """Run ``fn`` in a transaction on the store's thread, grouped with concurrent writes.
 
         Writes that arrive while one is in flight share the next transaction (one
         commit, one thread hop); each runs in its own savepoint, so one that raises
-        rolls back alone.  A commit that fails fails every write in it.
+        rolls back alone.  A commit that fails fails every write in it.  Once ``fn``'s
+        write is committed, ``on_durable`` is called on the store's thread, before the
+        event loop hears of it.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
-            self._pending.append((fn, future))
+            self._pending.append((fn, future, on_durable))
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
         if schedule:
@@ -310,8 +320,14 @@ class Store:
         try:
             self._write(lambda db: self._run_batch(db, batch, outcomes))
         except BaseException as exc:
-            outcomes = [(future, None, exc) for _, future in batch]
+            outcomes = [(future, None, exc) for _, future, _ in batch]
         else:
+            for (_, _, on_durable), (_, _, error) in zip(batch, outcomes, strict=True):
+                if on_durable is not None and error is None:
+                    try:
+                        on_durable()
+                    except Exception:
+                        log.exception("jupyter-tasks: a commit's follow-up failed")
             self._since_checkpoint += 1
             if self._since_checkpoint >= CHECKPOINT_EVERY and not self._checkpointing:
                 self._since_checkpoint, self._checkpointing = 0, True
@@ -321,16 +337,16 @@ class Store:
     @staticmethod
     def _run_batch(
         db: sqlite3.Connection,
-        batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+        batch: list[_Write],
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
     ) -> None:
         if len(batch) == 1:
             # Alone, the transaction isolates it (``_write`` rolls back what raises and
             # ``_flush`` hands the error over): spare the two savepoint statements.
-            fn, future = batch[0]
+            fn, future, _ = batch[0]
             outcomes.append((future, fn(db), None))
             return
-        for fn, future in batch:
+        for fn, future, _ in batch:
             db.execute("SAVEPOINT op")
             try:
                 out = fn(db)
@@ -535,12 +551,14 @@ class Store:
         group: str | None,
         now: float,
         start: bool = False,
+        on_durable: Callable[[], None] | None = None,
     ) -> list[Task]:
         """Insert ``(task_id, request)`` pairs in one transaction (durable on return).
 
         With ``start`` the tasks also go ``created -> running`` (attempt 1) in that same
         transaction and the running records follow the created ones in the list: a task
-        submitted to an idle engine needs one commit to start, not two.
+        submitted to an idle engine needs one commit to start, not two.  ``on_durable``
+        is called on the store's thread once they are committed (see ``_commit``).
         """
 
         def insert(db: sqlite3.Connection) -> list[Task]:
@@ -598,7 +616,7 @@ class Store:
             fields = {"started_at": created_at}
             return created + [_derive(t, TaskStatus.RUNNING, fields, True) for t in created]
 
-        return await self._commit(insert)
+        return await self._commit(insert, on_durable)
 
     @staticmethod
     def _fetch_many(db: sqlite3.Connection, task_ids: Sequence[str]) -> list[Task]:

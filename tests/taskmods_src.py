@@ -116,6 +116,12 @@ def progress_steps(n: int, gate: str) -> str:
     return "done"
 
 
+def early_progress(gate: str) -> str:
+    """Report progress the moment it starts, then wait for ``gate``."""
+    jupyter_tasks.set_progress(0.25, "early")
+    return wait_for(gate)
+
+
 def boom() -> None:
     raise ValueError("boom")
 

@@ -209,6 +209,7 @@ class WorkerProcess:
         self._stderr = stderr
         self._on_gone = on_gone
         self._wake_fd = wake_fd
+        self._wake_lock = threading.Lock()
         self._writer: asyncio.StreamWriter | None = None
         self.supervisor = loop.create_task(self._supervise())
         name = f"jupyter-tasks-worker-{self.pid}"
@@ -226,13 +227,28 @@ class WorkerProcess:
             self.kill_now()
             raise WorkerStartError(f"no answer from the worker within {timeout:g} s") from None
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue one message; ``ConnectionError`` when the worker's socket is already closed."""
+    def send(self, message: dict[str, Any], wake: bool = True) -> None:
+        """Queue one message; ``ConnectionError`` when the worker's socket is already closed.
+
+        With ``wake=False`` a worker that waits on its eventfd reads it only at the next
+        ``wake()`` (see ``LocalExecutor.hold``).
+        """
         if self._writer is None or self._writer.is_closing():
             raise ConnectionError("the worker's socket is closed")
         self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-        if self._wake_fd is not None:
-            os.eventfd_write(self._wake_fd, 1)
+        if wake:
+            self.wake()
+
+    @property
+    def wakes_by_eventfd(self) -> bool:
+        """Whether it reads a request only when woken (so a request can be held back)."""
+        return self._wake_fd is not None
+
+    def wake(self) -> None:
+        """Signal one request on the eventfd; safe from any thread, a no-op once it is gone."""
+        with self._wake_lock:  # the fd is never closed (and its number reused) under us
+            if self._wake_fd is not None:
+                os.eventfd_write(self._wake_fd, 1)
 
     def spool_for(self, logs_dir: str) -> str:
         """The file the worker's next task writes its output to (see ``worker._Spool``)."""
@@ -303,10 +319,11 @@ class WorkerProcess:
                 self._writer.close()
             else:
                 self._sock.close()
-            for fd in (self._wake_fd, self.permit_fd):
-                if fd is not None:
-                    os.close(fd)
-            self._wake_fd = self.permit_fd = None
+            with self._wake_lock:
+                for fd in (self._wake_fd, self.permit_fd):
+                    if fd is not None:
+                        os.close(fd)
+                self._wake_fd = self.permit_fd = None
             self._stderr.close()
             self._on_gone(self)
 

@@ -103,6 +103,21 @@ class Executor(abc.ABC):
         """
         return None
 
+    def hold(self, spec: RunSpec, on_progress: ProgressCallback) -> Callable[[], None] | None:
+        """Hand ``spec`` to an idle worker now; it begins only once ``go()`` is called.
+
+        ``go`` may be called from any thread: the store calls it right after the commit
+        that made the task durable, so the run begins without waiting for the event
+        loop.  ``run(spec)`` then awaits that run.  If ``go`` is never to be called,
+        ``drop_hold`` ends the hold.  None (the default) when the executor cannot hold
+        a run at once; ``run`` then starts it as usual.
+        """
+        return None
+
+    def drop_hold(self, task_id: str) -> None:
+        """The held run of ``task_id`` must never begin: end whatever holds it."""
+        return None
+
     @abc.abstractmethod
     async def kill(self, task_id: str) -> None:
         """Stop a running attempt: SIGTERM, then SIGKILL after the grace period.

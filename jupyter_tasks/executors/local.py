@@ -96,6 +96,7 @@ class LocalExecutor(Executor):
         self._last_failure = ""
         self._retry_at = 0.0
         self._jobs: dict[str, Job] = {}
+        self._held: dict[str, Job] = {}  # requests written to a worker, not yet ``run``
         # Per log directory: the sweep of spools that dead workers left (see sweep_spools).
         self._swept: dict[str, asyncio.Future[None]] = {}
         self._launched: set[int] = set()  # pids of this executor's workers not yet gone
@@ -126,6 +127,7 @@ class LocalExecutor(Executor):
         while self._workers or self._background:
             pending = [self._terminate(worker) for worker in list(self._workers)]
             await asyncio.gather(*pending, *list(self._background), return_exceptions=True)
+        self._held.clear()
 
     def health(self) -> ExecutorHealth:
         """Workers alive; unhealthy only when the server's interpreter keeps failing to start."""
@@ -143,10 +145,12 @@ class LocalExecutor(Executor):
 
     async def run(self, spec: RunSpec, on_progress: ProgressCallback) -> Outcome:
         """Run one attempt in a worker of ``spec.interpreter``; see ``Executor.run``."""
-        if self._stopping:
-            raise TaskKilled("the executor is stopping")
-        job = Job(spec, on_progress)
-        self._jobs[spec.task_id] = job
+        job = self._held.pop(spec.task_id, None)
+        if job is None:
+            if self._stopping:
+                raise TaskKilled("the executor is stopping")
+            job = Job(spec, on_progress)
+            self._jobs[spec.task_id] = job
         try:
             return await self._run_job(job)
         except asyncio.CancelledError:
@@ -156,6 +160,41 @@ class LocalExecutor(Executor):
         finally:
             if self._jobs.get(spec.task_id) is job:
                 del self._jobs[spec.task_id]
+
+    def hold(self, spec: RunSpec, on_progress: ProgressCallback) -> Callable[[], None] | None:
+        """Write the run request to an idle worker without waking it; see ``Executor.hold``.
+
+        A worker that waits on its eventfd reads nothing until woken, so the request
+        waits in its socket until ``go`` (the worker's ``wake``) is called.
+        """
+        if self._stopping or spec.task_id in self._jobs:
+            return None
+        swept = self._swept.get(os.path.dirname(spec.log_path))
+        idle = self._idle[spec.interpreter]
+        if swept is None or not swept.done() or not idle:
+            return None  # the first run of a log directory, or no idle worker: as usual
+        worker = idle.pop()
+        if worker.doomed or worker.exited.done() or not worker.wakes_by_eventfd:
+            idle.append(worker)
+            return None
+        job = Job(spec, on_progress)
+        self._jobs[spec.task_id] = self._held[spec.task_id] = job
+        worker.job, job.worker = job, worker
+        job.spool = worker.spool_for(os.path.dirname(spec.log_path))
+        with contextlib.suppress(ConnectionError):  # it is dying; its exit settles the reply
+            worker.send(self._run_request(job), wake=False)
+        return worker.wake
+
+    def drop_hold(self, task_id: str) -> None:
+        """End the worker holding ``task_id``'s request: it might have been woken already."""
+        job = self._held.pop(task_id, None)
+        if job is None:
+            return
+        if self._jobs.get(task_id) is job:
+            del self._jobs[task_id]
+        job.stop_reason = "killed"
+        if job.worker is not None:
+            self._in_background(self._terminate(job.worker))
 
     async def run_chunk(
         self,
@@ -274,6 +313,10 @@ class LocalExecutor(Executor):
         await self._terminate(worker)
 
     async def _run_job(self, job: Job) -> Outcome:
+        if job.worker is not None:  # held (see ``hold``): its request is with the worker
+            outcome = self._conclude(job, job.worker, await self._reply(job.worker, job))
+            if outcome is not None:
+                return outcome
         # A worker that answers "stale" exits; the loop then takes another (at last a fresh) one.
         for _ in range(self.max_workers + 2):
             try:
@@ -295,7 +338,15 @@ class LocalExecutor(Executor):
         worker.job, job.worker = job, worker
         job.spool = await self._spool(worker, job.spec)
         with contextlib.suppress(ConnectionError):  # it is dying; its exit settles the reply
-            worker.send({"op": "run", **_spec_fields(job.spec), "spool_path": job.spool})
+            worker.send(self._run_request(job))
+        return await self._reply(worker, job)
+
+    @staticmethod
+    def _run_request(job: Job) -> dict[str, Any]:
+        return {"op": "run", **_spec_fields(job.spec), "spool_path": job.spool}
+
+    async def _reply(self, worker: WorkerProcess, job: Job) -> dict[str, Any]:
+        """Await the worker's answer to the job's request; the worker is free after it."""
         reply = await asyncio.shield(job.reply)
         if reply["op"] == "exit" and worker.terminating is not None:
             await asyncio.shield(worker.terminating)  # the whole tree is gone before we answer

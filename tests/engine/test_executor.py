@@ -21,6 +21,7 @@ import psutil
 import pytest
 from support import gone
 
+from jupyter_tasks.executors._workerproc import WAKE_BY_EVENTFD
 from jupyter_tasks.executors.base import Outcome, RunSpec, TaskKilled
 from jupyter_tasks.executors.local import LocalExecutor
 
@@ -214,6 +215,46 @@ async def test_task_ignoring_sigterm_ends_after_the_grace(
 async def test_kill_of_unknown_task_is_a_noop(make_executor: MakeExecutor) -> None:
     executor = await started(make_executor())
     await executor.kill("0" * 32)
+
+
+needs_eventfd = pytest.mark.skipif(not WAKE_BY_EVENTFD, reason="requests held back need eventfd")
+
+
+@needs_eventfd
+async def test_a_held_run_begins_at_go_and_run_awaits_it(
+    make_executor: MakeExecutor, make_spec: MakeSpec, task_dirs: TaskDirs, until: Until
+) -> None:
+    """``hold`` hands the request to an idle worker; ``go`` (from any thread) begins it;
+    progress it reports before ``run`` is called still arrives; ``run`` returns its end."""
+    executor = await started(make_executor())
+    await executor.run(make_spec("python", {"callable": "taskmods:add", "args": [1, 1]}), noop)
+    gate = task_dirs.root / "gate"
+    spec = make_spec("python", {"callable": "taskmods:early_progress", "args": [str(gate)]})
+    seen: list[tuple[float | None, str | None]] = []
+    go = executor.hold(spec, lambda p, m: seen.append((p, m)))
+    assert go is not None
+    assert executor.hold(spec, noop) is None  # one hold per task
+    await asyncio.to_thread(go)
+    await until(lambda: seen == [(0.25, "early")], "the held run's progress")
+    gate.write_text("go")
+    assert result(await executor.run(spec, noop)) == "go"
+
+
+@needs_eventfd
+async def test_a_dropped_hold_never_runs(
+    make_executor: MakeExecutor, make_spec: MakeSpec, task_dirs: TaskDirs, until: Until
+) -> None:
+    executor = await started(make_executor())
+    await executor.run(make_spec("python", {"callable": "taskmods:add", "args": [1, 1]}), noop)
+    [held] = executor.worker_pids()
+    markers = task_dirs.root / "markers"
+    spec = make_spec("python", {"callable": "taskmods:mark", "args": [str(markers), "held"]})
+    assert executor.hold(spec, noop) is not None
+    executor.drop_hold(spec.task_id)
+    await until(lambda: gone(held), "the worker holding the request ended")
+    again = make_spec("python", {"callable": "taskmods:mark", "args": [str(markers), "next"]})
+    assert result(await executor.run(again, noop)) == "next"
+    assert markers.read_text() == "next\n"  # the held request went with its worker
 
 
 async def test_progress_arrives_in_order_and_the_last_one_is_delivered(

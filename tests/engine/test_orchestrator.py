@@ -19,7 +19,13 @@ import pytest
 from support import HANG, TASKMODS, engine_config, gone, task_root, until
 from support import taskmods_request as py
 
-from jupyter_tasks.errors import InvalidTransition, NoResult, QueueFull, TaskNotFound
+from jupyter_tasks.errors import (
+    InvalidTransition,
+    NoResult,
+    QueueFull,
+    StoreUnavailable,
+    TaskNotFound,
+)
 from jupyter_tasks.models import Task, TaskRequest, TaskStatus
 from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
 
@@ -287,6 +293,57 @@ async def test_a_subscriber_that_falls_behind_is_dropped(orch: Orchestrator) -> 
         await orch.submit(py("add", 1, 1))
     assert sub.dropped
     assert [e async for e in sub] == []
+
+
+async def test_progress_at_a_runs_first_moment_is_seen(orch: Orchestrator, tmp_path: Path) -> None:
+    """An idle engine hands the run over before the loop hears of its commit: a report
+    the task makes at once still reaches subscribers and the task's record."""
+    gate = tmp_path / "gate"
+    await orch.wait((await orch.submit(py("add", 1, 1))).task_id, HANG)  # a worker is idle
+    sub = orch.subscribe()
+    task = await orch.submit(py("early_progress", str(gate)))
+
+    async def first_progress() -> dict[str, Any]:
+        async for event in sub:
+            if event["task_id"] == task.task_id and event["event"] == "progress":
+                return event
+        raise AssertionError("the feed ended")
+
+    event = await asyncio.wait_for(first_progress(), HANG)
+    sub.close()
+    assert (event["progress"], event["message"], event["status"]) == (0.25, "early", "running")
+    current = await orch.get(task.task_id)
+    assert (current.progress, current.message) == (0.25, "early")
+    gate.write_text("go")
+    assert (await orch.wait(task.task_id, HANG)).status == TaskStatus.COMPLETED
+
+
+async def test_a_submit_whose_commit_fails_never_runs(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    """The idle worker already holds the request when the commit fails: it never runs it,
+    the submit fails, nothing is stored, and the next submit runs on a fresh worker."""
+    orch = Orchestrator(make_config(max_workers=1))
+    await orch.start()
+    blocker = sqlite3.connect(orch.config.db_path, isolation_level=None)
+    try:
+        await orch.wait((await orch.submit(py("add", 1, 1))).task_id, HANG)  # warm and idle
+        [held] = orch.executor.worker_pids()  # type: ignore[attr-defined]
+        await orch.store.run_sync(lambda db: db.execute("PRAGMA busy_timeout = 100"))
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        markers = tmp_path / "markers"
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await orch.submit(py("mark", str(markers), "refused"))
+        blocker.execute("ROLLBACK")
+        await until(lambda: gone(held), "the worker holding the refused run ended")
+        assert not markers.exists()
+        task = await orch.wait((await orch.submit(py("mark", str(markers), "next"))).task_id, HANG)
+        assert task.status == TaskStatus.COMPLETED
+        assert markers.read_text() == "next\n"
+        assert [t.description for t in (await orch.list())[0]] == ["mark", "add"]  # newest first
+    finally:
+        blocker.close()
+        await orch.stop()
 
 
 async def test_queue_full(make_config: Callable[..., EngineConfig], tmp_path: Path) -> None:
