@@ -10,8 +10,8 @@ never passes silently.
 from __future__ import annotations
 
 import enum
+import os
 import re
-import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -60,8 +60,15 @@ def is_task_id(text: str) -> bool:
 
 
 def new_task_id() -> str:
-    """A UUID4 as 32 lower-case hex characters."""
-    return uuid.uuid4().hex
+    """A UUID4 as 32 lower-case hex characters.
+
+    Built from the random bytes directly: ``uuid.uuid4().hex`` goes through an int and
+    takes about three times as long.  The same bits: version 4, the RFC 4122 variant.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 def utcnow() -> datetime:
