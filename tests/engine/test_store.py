@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from jupyter_tasks.errors import InvalidParameters, InvalidTransition, StoreUnavailable
 from jupyter_tasks.models import ALLOWED_TRANSITIONS, TaskRequest, TaskStatus, new_task_id
-from jupyter_tasks.store import SCHEMA_VERSION, Store, StoredResult
+from jupyter_tasks.store import _MIGRATIONS, SCHEMA_VERSION, Store, StoredResult
 
 OWNER = "o" * 32
 
@@ -47,6 +48,29 @@ async def test_schema_is_versioned_and_survives_reopen(tmp_path: Path) -> None:
     assert int(version) == SCHEMA_VERSION
     mode = await store.run_sync(lambda db: db.execute("PRAGMA journal_mode").fetchone()[0])
     assert mode == "wal"
+    await store.close()
+
+
+async def test_a_version_1_database_upgrades_and_keeps_its_tasks(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "tasks.db", isolation_level=None)
+    db.executescript(_MIGRATIONS[0])
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute(
+        "INSERT INTO tasks (task_id, task_type, description, parameters, priority, max_retries,"
+        " tags, status, group_id, created_at, owner) VALUES"
+        " (?, 'python', 'old', '{}', 1, 0, '[]', 'created', 'g', 1.0, 'o')",
+        ("a" * 32,),
+    )
+    db.close()
+    store = await open_store(tmp_path)
+    task = await store.get("a" * 32)
+    assert task is not None and (task.description, task.group) == ("old", "g")
+    assert [t.task_id for t in (await store.page(group="g"))[0]] == ["a" * 32]
+    indexes = await store.run_sync(
+        lambda db: {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    )
+    assert "tasks_owner" not in indexes and "tasks_group" in indexes
     await store.close()
 
 
@@ -208,6 +232,14 @@ async def test_task_json_matches_the_models_own_serialisation(tmp_path: Path) ->
     assert task.to_json() == task.model_dump(mode="json")
     assert task.to_json()["started_at"] == "1970-01-01T00:00:01.500000Z"
     await store.close()
+
+
+def test_task_ids_are_uuid4s_in_32_hex_characters() -> None:
+    ids = {new_task_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for task_id in ids:
+        parsed = uuid.UUID(task_id)
+        assert (parsed.hex, parsed.version, parsed.variant) == (task_id, 4, uuid.RFC_4122)
 
 
 async def test_inserted_tasks_read_back_the_same(tmp_path: Path) -> None:
