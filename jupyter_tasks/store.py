@@ -568,7 +568,7 @@ class Store:
         is called on the store's thread once they are committed (see ``_commit``).
         """
 
-        def insert(db: sqlite3.Connection) -> list[Task]:
+        def insert(db: sqlite3.Connection) -> None:
             # Started at once, a task is written running: one row write, not two.
             status, attempt, started = ("running", 1, now) if start else ("created", 0, None)
             for task_id, req in requests:
@@ -601,6 +601,8 @@ class Store:
                         "INSERT OR IGNORE INTO task_tags(tag, seq) VALUES (?, ?)",
                         [(tag, cur.lastrowid) for tag in req.tags],
                     )
+
+        def records() -> list[Task]:
             created_at = _ts_required(now)
             created = [
                 Task.model_construct(
@@ -623,7 +625,16 @@ class Store:
             fields = {"started_at": created_at}
             return created + [_derive(t, TaskStatus.RUNNING, fields, True) for t in created]
 
-        return await self._commit(insert, on_durable)
+        def insert_and_build(db: sqlite3.Connection) -> list[Task]:
+            insert(db)
+            return records()
+
+        if not start:  # a batch's records are built on the store's thread, off the loop
+            return await self._commit(insert_and_build, on_durable)
+        # A task started at once: its run begins at the commit (``on_durable``), and
+        # building its records here overlaps that run instead of delaying it.
+        await self._commit(insert, on_durable)
+        return records()
 
     @staticmethod
     def _fetch_many(db: sqlite3.Connection, task_ids: Sequence[str]) -> list[Task]:
