@@ -249,28 +249,55 @@ class Orchestrator:
         self._check_room(1)
         run = self._claim_idle_slot()
         task_id = new_task_id()
-        # Started at once, its run is handed to a worker now and begins as soon as the
-        # store has committed it, before this coroutine even resumes.
-        go = None if run is None else self._hold(run, task_id, request)
-        try:
-            tasks = await self.store.insert(
-                [(task_id, request)], self.owner.owner_id, None, time.time(), run is not None, go
-            )
-        except BaseException:
+
+        def undo() -> None:
             if run is not None:
                 self.executor.drop_hold(task_id)
                 self._release_slot(run)
+
+        def accept(tasks: builtins.list[Task]) -> None:
+            task = tasks[0]
+            self._publish(task)
+            if run is None:
+                self._records[task.task_id] = task
+                self._enqueue(task.task_id, task.priority)
+            else:
+                run.task_id = task.task_id
+                self._running[task.task_id] = run
+                self._spawn(self._run(run, tasks[1]))
+
+        try:
+            # Started at once, its run is handed to a worker now and begins as soon as the
+            # store has committed it, before this coroutine even resumes.
+            go = None if run is None else self._hold(run, task_id, request)
+            insert = self.store.insert(
+                [(task_id, request)], self.owner.owner_id, None, time.time(), run is not None, go
+            )
+        except BaseException:
+            undo()
             raise
-        task = tasks[0]
-        self._publish(task)
-        if run is None:
-            self._records[task.task_id] = task
-            self._enqueue(task.task_id, task.priority)
-        else:
-            run.task_id = task.task_id
-            self._running[task.task_id] = run
-            self._spawn(self._run(run, tasks[1]))
-        return task
+        return (await self._stored(insert, accept, undo))[0]
+
+    async def _stored(
+        self,
+        insert: Awaitable[builtins.list[Task]],
+        accept: Callable[[builtins.list[Task]], None],
+        undo: Callable[[], None] = lambda: None,
+    ) -> builtins.list[Task]:
+        """Await ``insert``; ``accept`` the stored records, ``undo`` the preparations if it
+        failed.  A caller cancelled meanwhile does not cancel the write: once it lands its
+        tasks are accepted all the same (they are stored, so they must run)."""
+        written = asyncio.ensure_future(insert)
+        try:
+            tasks = await asyncio.shield(written)
+        except asyncio.CancelledError:
+            written.add_done_callback(lambda done: _settle_late(done, accept, undo))
+            raise
+        except BaseException:
+            undo()
+            raise
+        accept(tasks)
+        return tasks
 
     def _hold(self, run: _Run, task_id: str, request: TaskRequest) -> Callable[[], None] | None:
         spec = self._spec(request, task_id, attempt=1)
@@ -291,12 +318,15 @@ class Orchestrator:
         self._check_room(len(requests))
         group = new_task_id()
         pairs = [(new_task_id(), r) for r in requests]
-        tasks = await self.store.insert(pairs, self.owner.owner_id, group, time.time())
-        for task in tasks:
-            self._records[task.task_id] = task
-            self._enqueue(task.task_id, task.priority)
-            self._publish(task)
-        return tasks
+
+        def accept(tasks: builtins.list[Task]) -> None:
+            for task in tasks:
+                self._records[task.task_id] = task
+                self._enqueue(task.task_id, task.priority)
+                self._publish(task)
+
+        insert = self.store.insert(pairs, self.owner.owner_id, group, time.time())
+        return await self._stored(insert, accept)
 
     async def rerun(self, task_id: str) -> Task:
         """Submit a new task with the same request as ``task_id``."""
@@ -397,6 +427,7 @@ class Orchestrator:
         except Exception:
             log.exception("jupyter-tasks: running task %s failed unexpectedly", run.task_id)
         finally:
+            self.executor.drop_hold(run.task_id)  # a no-op once the executor ran it
             self._release_slot(run)
             self._finish_run(run)
             self._wake_dispatch()
@@ -1060,6 +1091,18 @@ class Orchestrator:
                 self.events.publish("deleted", {"task_id": task_id, "status": "deleted"})
             if len(ids) < 1000:
                 return
+
+
+def _settle_late(
+    written: asyncio.Future[list[Task]],
+    accept: Callable[[list[Task]], None],
+    undo: Callable[[], None],
+) -> None:
+    """An insert whose submitter was cancelled has ended: accept what it stored, or undo."""
+    if not written.cancelled() and written.exception() is None:
+        accept(written.result())
+    else:
+        undo()
 
 
 def _kind(task: Task) -> str:

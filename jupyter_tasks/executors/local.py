@@ -127,6 +127,9 @@ class LocalExecutor(Executor):
         while self._workers or self._background:
             pending = [self._terminate(worker) for worker in list(self._workers)]
             await asyncio.gather(*pending, *list(self._background), return_exceptions=True)
+        for task_id, job in self._held.items():
+            if self._jobs.get(task_id) is job:
+                del self._jobs[task_id]
         self._held.clear()
 
     def health(self) -> ExecutorHealth:

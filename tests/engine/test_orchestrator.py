@@ -346,6 +346,37 @@ async def test_a_submit_whose_commit_fails_never_runs(
         await orch.stop()
 
 
+async def test_a_submit_cancelled_while_it_is_stored_still_runs_once(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    """The caller went away (cancelled) while the task was being written: the write
+    lands all the same, so the task is stored, and it runs once and finishes."""
+    orch = Orchestrator(make_config(max_workers=1))
+    await orch.start()
+    blocker = sqlite3.connect(orch.config.db_path, isolation_level=None)
+    try:
+        await orch.wait((await orch.submit(py("add", 1, 1))).task_id, HANG)  # warm and idle
+        markers = tmp_path / "markers"
+        blocker.execute("BEGIN IMMEDIATE")  # the insert waits for the lock
+        submitting = asyncio.ensure_future(orch.submit(py("mark", str(markers), "late")))
+        for _ in range(20):  # let it reach the store
+            await asyncio.sleep(0)
+        submitting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await submitting
+        blocker.execute("ROLLBACK")
+        deadline = time.monotonic() + HANG
+        while len(tasks := (await orch.list())[0]) < 2:
+            assert time.monotonic() < deadline, "the cancelled submit's task was never stored"
+            await asyncio.sleep(0.01)
+        late = await orch.wait(tasks[0].task_id, HANG)
+        assert (late.description, late.status, late.attempt) == ("mark", TaskStatus.COMPLETED, 1)
+        assert markers.read_text() == "late\n"
+    finally:
+        blocker.close()
+        await orch.stop()
+
+
 async def test_queue_full(make_config: Callable[..., EngineConfig], tmp_path: Path) -> None:
     orch = Orchestrator(make_config(max_workers=1, max_queue_size=2))
     await orch.start()
