@@ -247,6 +247,7 @@ class Store:
         self.busy_timeout = busy_timeout
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._closing = False
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._pending: list[_Write] = []
@@ -260,6 +261,8 @@ class Store:
 
     def _submit(self, job: Callable[[], None]) -> None:
         """Hand ``job`` to the store's thread (started on first use; it runs jobs in order)."""
+        if self._closing:
+            raise StoreUnavailable("the task store is closed")
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._serve, name="jupyter-tasks-store", daemon=True
@@ -271,7 +274,7 @@ class Store:
         while (job := self._jobs.get()) is not None:
             try:
                 job()
-            except Exception:  # a job settles its own future; this is only a last resort
+            except BaseException:  # a job settles its own future; this is only a last resort
                 log.exception("jupyter-tasks: a store job failed")
 
     async def _call(self, fn: Callable[[], T]) -> T:
@@ -312,6 +315,8 @@ class Store:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
+            if self._closing:
+                raise StoreUnavailable("the task store is closed")
             self._pending.append((fn, future, on_durable))
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
@@ -415,6 +420,7 @@ class Store:
 
     async def open(self) -> None:
         """Create or upgrade the database; safe to call with other processes using it."""
+        self._closing = False  # (again, after a close)
         await self._call(self._open)
 
     def _open(self) -> None:
@@ -466,10 +472,16 @@ class Store:
                 self._db = None
 
         await self._call(close)
+        with self._lock:
+            self._closing = True  # from now on every call fails at once
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        while not self._jobs.empty():  # queued after the last one ran: they fail, not hang
+            job = self._jobs.get_nowait()
+            if job is not None:
+                job()
 
     # -- owners (leases) --------------------------------------------------------------------
 

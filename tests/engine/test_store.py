@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -72,6 +74,23 @@ async def test_a_version_1_database_upgrades_and_keeps_its_tasks(tmp_path: Path)
     )
     assert "tasks_owner" not in indexes and "tasks_group" in indexes
     await store.close()
+
+
+async def test_calls_during_and_after_close_fail_instead_of_hanging(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    (task_id,) = await insert(store)
+    closing = asyncio.ensure_future(store.close())
+    during = []
+    while not closing.done():  # a call at every turn of the loop while it closes
+        during.append(asyncio.ensure_future(store.get(task_id)))
+        await asyncio.wait({closing}, timeout=0.001)
+    for call in during:  # each ends: read before the close, or refused; none hangs
+        with contextlib.suppress(StoreUnavailable):
+            await asyncio.wait_for(call, 60)
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(store.get(task_id), 60)
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(insert(store), 60)
 
 
 async def test_a_newer_schema_is_refused_not_damaged(tmp_path: Path) -> None:
