@@ -280,14 +280,13 @@ class Orchestrator:
 
     async def _stored(
         self,
-        insert: Awaitable[builtins.list[Task]],
+        written: asyncio.Future[builtins.list[Task]],
         accept: Callable[[builtins.list[Task]], None],
         undo: Callable[[], None] = lambda: None,
     ) -> builtins.list[Task]:
-        """Await ``insert``; ``accept`` the stored records, ``undo`` the preparations if it
+        """Await an insert; ``accept`` the stored records, ``undo`` the preparations if it
         failed.  A caller cancelled meanwhile does not cancel the write: once it lands its
         tasks are accepted all the same (they are stored, so they must run)."""
-        written = asyncio.ensure_future(insert)
         try:
             tasks = await asyncio.shield(written)
         except asyncio.CancelledError:

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from .errors import InvalidParameters, InvalidTransition, StoreUnavailable
 from .models import ALLOWED_TRANSITIONS, FINISHED, Task, TaskError, TaskRequest, TaskStatus
@@ -149,6 +149,20 @@ class QueuedRow:
 
 #: A write waiting for the store's thread: the function, its future, its ``on_durable``.
 _Write = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], Callable[[], None] | None]
+
+
+def _chain(
+    committed: asyncio.Future[None], built: asyncio.Future[T], build: Callable[[], T]
+) -> None:
+    """Settle ``built`` with ``build()`` once ``committed`` succeeded, else as it ended."""
+    if built.done():
+        return
+    if committed.cancelled():
+        built.cancel()
+    elif (error := committed.exception()) is not None:
+        built.set_exception(error)
+    else:
+        built.set_result(build())
 
 
 def _settle_futures(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -304,7 +318,15 @@ class Store:
         fn: Callable[[sqlite3.Connection], T],
         on_durable: Callable[[], None] | None = None,
     ) -> T:
-        """Run ``fn`` in a transaction on the store's thread, grouped with concurrent writes.
+        """Run ``fn`` in a transaction on the store's thread (see ``_queue``)."""
+        return await self._queue(fn, on_durable)
+
+    def _queue(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        on_durable: Callable[[], None] | None = None,
+    ) -> asyncio.Future[T]:
+        """Queue ``fn`` for a transaction on the store's thread now; its future settles after.
 
         Writes that arrive while one is in flight share the next transaction (one
         commit, one thread hop); each runs in its own savepoint, so one that raises
@@ -313,7 +335,7 @@ class Store:
         event loop hears of it.
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[T] = loop.create_future()
         with self._lock:
             if self._closing:
                 raise StoreUnavailable("the task store is closed")
@@ -322,7 +344,7 @@ class Store:
             self._flush_scheduled = True
         if schedule:
             self._submit(lambda: self._flush(loop))
-        return cast(T, await future)
+        return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
@@ -563,7 +585,7 @@ class Store:
 
     # -- tasks ------------------------------------------------------------------------------
 
-    async def insert(
+    def insert(
         self,
         requests: Sequence[tuple[str, TaskRequest]],
         owner_id: str,
@@ -571,13 +593,16 @@ class Store:
         now: float,
         start: bool = False,
         on_durable: Callable[[], None] | None = None,
-    ) -> list[Task]:
-        """Insert ``(task_id, request)`` pairs in one transaction (durable on return).
+    ) -> asyncio.Future[list[Task]]:
+        """Insert ``(task_id, request)`` pairs in one transaction, queued at once: the
+        future settles with their records once they are durable.
 
         With ``start`` the tasks also go ``created -> running`` (attempt 1) in that same
         transaction and the running records follow the created ones in the list: a task
         submitted to an idle engine needs one commit to start, not two.  ``on_durable``
-        is called on the store's thread once they are committed (see ``_commit``).
+        is called on the store's thread once they are committed (see ``_queue``).  The
+        write goes on if whoever awaits the future is cancelled (shield it to keep the
+        records).
         """
 
         def insert(db: sqlite3.Connection) -> None:
@@ -642,11 +667,14 @@ class Store:
             return records()
 
         if not start:  # a batch's records are built on the store's thread, off the loop
-            return await self._commit(insert_and_build, on_durable)
+            return self._queue(insert_and_build, on_durable)
         # A task started at once: its run begins at the commit (``on_durable``), and
-        # building its records here overlaps that run instead of delaying it.
-        await self._commit(insert, on_durable)
-        return records()
+        # building its records on the loop overlaps that run instead of delaying it.
+        built: asyncio.Future[list[Task]] = asyncio.get_running_loop().create_future()
+        self._queue(insert, on_durable).add_done_callback(
+            lambda committed: _chain(committed, built, records)
+        )
+        return built
 
     @staticmethod
     def _fetch_many(db: sqlite3.Connection, task_ids: Sequence[str]) -> list[Task]:
