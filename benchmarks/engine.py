@@ -1,15 +1,18 @@
 """Engine figures next to ProcessPoolExecutor, measured in the same run.
 
-    python benchmarks/engine.py [--tasks 10000] [--round-trips 300] [--workers N]
+    python benchmarks/engine.py [--tasks 10000] [--round-trips 300] [--rounds 3] [--workers N]
 
 Prints the no-op round trip (submit one, wait for it, repeat) and the rate of
 N no-op tasks submitted at once and awaited, for the orchestrator (real SQLite
 file, real worker processes) and for ``concurrent.futures.ProcessPoolExecutor``.
 Targets: round trip within 3x of the pool's; rate at least 50% of the pool's.
 
-A third rate is the engine's worker pool alone (``LocalExecutor``, no store, no
-events, one run at a time per worker as the engine's slots run them): where the
-engine's rate falls between it and the pool's shows what each part costs.
+The two are measured by turns, so both see the same stretches of a noisy
+machine: the round trips alternate in blocks of 25, the bursts round by round
+(the median round is printed).  A third rate is the engine's worker pool alone
+(``LocalExecutor``, no store, no events, one run at a time per worker as the
+engine's slots run them), in the same rounds: where the engine's rate falls
+between it and the pool's shows what each part costs.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from jupyter_tasks.executors.local import LocalExecutor
 from jupyter_tasks.models import TaskRequest, TaskStatus
 from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
 
+#: Round trips alternate in blocks this long: each side back to back with itself, as in
+#: use, while both sample the same stretches of the machine's load.
+TRIP_BLOCK = 25
+
 NOOP = TaskRequest(
     task_type="python",
     description="no-op",
@@ -36,23 +43,32 @@ NOOP = TaskRequest(
 )
 
 
-def pool_figures(workers: int, round_trips: int, tasks: int) -> tuple[list[float], float]:
-    with ProcessPoolExecutor(workers) as pool:
-        for f in [pool.submit(operator.add, 1, 2) for _ in range(workers * 4)]:
-            f.result()  # warm
-        trips = []
-        for _ in range(round_trips):
-            t0 = time.perf_counter()
-            pool.submit(operator.add, 1, 2).result()
-            trips.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        wait([pool.submit(operator.add, 1, 2) for _ in range(tasks)])
-        rate = tasks / (time.perf_counter() - t0)
-    return trips, rate
+def pool_trip(pool: ProcessPoolExecutor) -> float:
+    t0 = time.perf_counter()
+    pool.submit(operator.add, 1, 2).result()
+    return time.perf_counter() - t0
 
 
-async def engine_figures(workers: int, round_trips: int, tasks: int) -> tuple[list[float], float]:
-    with tempfile.TemporaryDirectory() as tmp:
+def pool_rate(pool: ProcessPoolExecutor, tasks: int) -> float:
+    t0 = time.perf_counter()
+    wait([pool.submit(operator.add, 1, 2) for _ in range(tasks)])
+    return tasks / (time.perf_counter() - t0)
+
+
+async def engine_trip(orch: Orchestrator) -> float:
+    t0 = time.perf_counter()
+    await orch.wait((await orch.submit(NOOP)).task_id, 60)
+    return time.perf_counter() - t0
+
+
+async def figures(
+    workers: int, round_trips: int, tasks: int, rounds: int
+) -> dict[str, list[float]]:
+    """Round trips and burst rates of the pool, the engine and its worker pool, by turns."""
+    out: dict[str, list[float]] = {
+        name: [] for name in ("pool", "engine", "pool_rate", "engine_rate", "alone_rate")
+    }
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(workers) as pool:
         config = EngineConfig(
             db_path=os.path.join(tmp, "tasks.db"),
             root_dir=tmp,
@@ -60,19 +76,27 @@ async def engine_figures(workers: int, round_trips: int, tasks: int) -> tuple[li
             max_queue_size=tasks + 10,
         )
         orch = Orchestrator(config)
+        alone = LocalExecutor(max_workers=workers)
         await orch.start()
+        await alone.start()
         try:
-            for _ in range(workers * 4):
-                await orch.wait((await orch.submit(NOOP)).task_id, 60)  # warm
-            trips = []
-            for _ in range(round_trips):
-                t0 = time.perf_counter()
-                await orch.wait((await orch.submit(NOOP)).task_id, 60)
-                trips.append(time.perf_counter() - t0)
-            rate = await _burst(orch, tasks)
+            for _ in range(workers * 4):  # warm all three
+                pool_trip(pool)
+                await engine_trip(orch)
+            await alone_rate(alone, tmp, workers * 4, workers)
+            for block in range(0, round_trips, TRIP_BLOCK):
+                for _ in range(min(TRIP_BLOCK, round_trips - block)):
+                    out["pool"].append(pool_trip(pool))
+                for _ in range(min(TRIP_BLOCK, round_trips - block)):
+                    out["engine"].append(await engine_trip(orch))
+            for n in range(rounds):
+                out["pool_rate"].append(pool_rate(pool, tasks))
+                out["engine_rate"].append(await _burst(orch, tasks))
+                out["alone_rate"].append(await alone_rate(alone, tmp, tasks, workers, n))
         finally:
             await orch.stop()
-    return trips, rate
+            await alone.stop()
+    return out
 
 
 async def _burst(orch: Orchestrator, tasks: int) -> float:
@@ -95,24 +119,19 @@ async def _burst(orch: Orchestrator, tasks: int) -> float:
     return tasks / (time.perf_counter() - t0)
 
 
-async def pool_alone_rate(workers: int, tasks: int) -> float:
+async def alone_rate(
+    executor: LocalExecutor, tmp: str, tasks: int, workers: int, round_no: int = -1
+) -> float:
     """``tasks`` no-op runs on the engine's worker pool alone, ``workers`` at a time."""
-    with tempfile.TemporaryDirectory() as tmp:
 
-        async def lane(first: int, count: int) -> None:
-            for n in range(first, first + count):
-                await executor.run(noop_spec(tmp, f"{n:032x}"), lambda p, m: None)
+    async def lane(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            await executor.run(noop_spec(tmp, f"{round_no + 1:08x}{n:024x}"), lambda p, m: None)
 
-        executor = LocalExecutor(max_workers=workers)
-        await executor.start()
-        try:
-            await asyncio.gather(*(lane(n * 10, 4) for n in range(workers)))  # warm
-            share = tasks // workers
-            t0 = time.perf_counter()
-            await asyncio.gather(*(lane(tasks + n * share, share) for n in range(workers)))
-            return share * workers / (time.perf_counter() - t0)
-        finally:
-            await executor.stop()
+    share = tasks // workers
+    t0 = time.perf_counter()
+    await asyncio.gather(*(lane(n * share, share) for n in range(workers)))
+    return share * workers / (time.perf_counter() - t0)
 
 
 def ms(values: list[float], q: float) -> float:
@@ -123,32 +142,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--round-trips", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="bursts of each, by turns")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
-    pool_trips, pool_rate = pool_figures(args.workers, args.round_trips, args.tasks)
-    eng_trips, eng_rate = asyncio.run(engine_figures(args.workers, args.round_trips, args.tasks))
-    alone_rate = asyncio.run(pool_alone_rate(args.workers, args.tasks))
-
-    p50_pool, p50_eng = statistics.median(pool_trips) * 1e3, statistics.median(eng_trips) * 1e3
-    print(f"workers={args.workers} round_trips={args.round_trips} tasks={args.tasks}")
+    got = asyncio.run(figures(args.workers, args.round_trips, args.tasks, args.rounds))
+    pool, eng = got["pool"], got["engine"]
+    rate = {
+        name: statistics.median(got[name]) for name in ("pool_rate", "engine_rate", "alone_rate")
+    }
+    print(
+        f"workers={args.workers} round_trips={args.round_trips} tasks={args.tasks}"
+        f" rounds={args.rounds}"
+    )
     print(f"{'figure':<34}{'jupyter-tasks':>16}{'ProcessPool':>14}{'ratio':>10}  target")
+    for label, q, target in (("p50", 50, "  <= 3x"), ("p99", 99, "")):
+        mine, theirs = ms(eng, q), ms(pool, q)
+        print(
+            f"{f'no-op round trip {label} (ms)':<34}{mine:>16.2f}{theirs:>14.2f}"
+            f"{mine / theirs:>9.1f}x{target}"
+        )
     print(
-        f"{'no-op round trip p50 (ms)':<34}{p50_eng:>16.2f}{p50_pool:>14.2f}"
-        f"{p50_eng / p50_pool:>9.1f}x  <= 3x"
+        f"{f'{args.tasks} no-op tasks (tasks/s)':<34}{rate['engine_rate']:>16.0f}"
+        f"{rate['pool_rate']:>14.0f}{rate['engine_rate'] / rate['pool_rate']:>9.0%}  >= 50%"
     )
     print(
-        f"{'no-op round trip p99 (ms)':<34}{ms(eng_trips, 99):>16.2f}{ms(pool_trips, 99):>14.2f}"
-        f"{ms(eng_trips, 99) / ms(pool_trips, 99):>9.1f}x"
+        f"{'  its worker pool alone (tasks/s)':<34}{rate['alone_rate']:>16.0f}"
+        f"{rate['pool_rate']:>14.0f}{rate['alone_rate'] / rate['pool_rate']:>9.0%}"
     )
-    print(
-        f"{f'{args.tasks} no-op tasks (tasks/s)':<34}{eng_rate:>16.0f}{pool_rate:>14.0f}"
-        f"{eng_rate / pool_rate:>9.0%}  >= 50%"
+    rounds = ", ".join(
+        f"{e:.0f}/{p:.0f}" for e, p in zip(got["engine_rate"], got["pool_rate"], strict=True)
     )
-    print(
-        f"{'  its worker pool alone (tasks/s)':<34}{alone_rate:>16.0f}{pool_rate:>14.0f}"
-        f"{alone_rate / pool_rate:>9.0%}"
-    )
+    print(f"rounds (engine/pool tasks/s): {rounds}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ same machine:
 * 10,000 no-op tasks through ``POST /tasks/batch`` (1,000 per request) until all
   are completed, against ``ProcessPoolExecutor`` running the same 10,000 calls;
 * server start-up with and without the extension (``--startup``).
+
+The sides of each figure are measured by turns, so all see the same stretches
+of a noisy machine: the request rates in five rounds, the round trips in blocks
+of 25, the batches and the pool's runs round by round (the median is shown).
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 NOOP = {"callable": "builtins:int", "args": []}
+#: Round trips of the three sides alternate in blocks this long (see ``by_turns``).
+TRIP_BLOCK = 25
+#: Rounds of the one-at-a-time request rates, each side in turn.
+RATE_ROUNDS = 5
 
 EMPTY_EXTENSION = '''
 """An empty authenticated extension handler: the ceiling for any extension route."""
@@ -193,18 +201,27 @@ def running(base: Path, **tasks: Any) -> Iterator[Server]:
 # -- measurements ---------------------------------------------------------------------------
 
 
-def sequential_rate(server: Server, method: str, path: str, body: Any, count: int) -> float:
-    """Requests per second, one at a time on one keep-alive connection."""
-    conn = server.connection()
-    for _ in range(min(200, count)):  # warm-up
-        server.call(method, path, body, conn)
-    started = time.perf_counter()
-    for _ in range(count):
-        status, _ = server.call(method, path, body, conn)
-        assert status in (200, 201), status
-    elapsed = time.perf_counter() - started
-    conn.close()
-    return count / elapsed
+def sequential_rates(
+    server: Server, calls: dict[str, tuple[str, str, Any]], count: int, rounds: int
+) -> dict[str, float]:
+    """Requests per second of each ``(method, path, body)``, one at a time on one keep-alive
+    connection each, by turns: ``rounds`` rounds of ``count // rounds`` requests each."""
+    conns = {name: server.connection() for name in calls}
+    for name, (method, path, body) in calls.items():
+        for _ in range(min(200, count)):  # warm-up
+            server.call(method, path, body, conns[name])
+    spent = dict.fromkeys(calls, 0.0)
+    per_round = max(1, count // rounds)
+    for _ in range(rounds):
+        for name, (method, path, body) in calls.items():
+            started = time.perf_counter()
+            for _ in range(per_round):
+                status, _ = server.call(method, path, body, conns[name])
+                assert status in (200, 201), status
+            spent[name] += time.perf_counter() - started
+    for conn in conns.values():
+        conn.close()
+    return {name: per_round * rounds / spent[name] for name in calls}
 
 
 def events_socket(server: Server) -> Any:
@@ -219,24 +236,39 @@ def events_socket(server: Server) -> Any:
     return ws
 
 
-def round_trips(server: Server, count: int) -> list[float]:
-    """Seconds from sending ``POST /tasks`` to reading its ``completed`` event."""
+@contextlib.contextmanager
+def task_trips(server: Server) -> Iterator[Callable[[], float]]:
+    """A no-op round trip: from sending ``POST /tasks`` to reading its ``completed`` event."""
     ws = events_socket(server)
     conn = server.connection()
     request = {"task_type": "python", "description": "no-op", "parameters": NOOP}
-    times = []
-    for _ in range(count + 5):
+
+    def trip() -> float:
         started = time.perf_counter()
         status, task = server.call("POST", "tasks", request, conn)
         assert status == 201, task
         while True:
             event = json.loads(ws.recv())
             if event["task_id"] == task["task_id"] and event["status"] == "completed":
-                break
-        times.append(time.perf_counter() - started)
-    ws.close()
-    conn.close()
-    return times[5:]  # the first ones warm the workers up
+                return time.perf_counter() - started
+
+    try:
+        for _ in range(5):  # the first ones warm the workers up
+            trip()
+        yield trip
+    finally:
+        ws.close()
+        conn.close()
+
+
+def by_turns(trips: dict[str, Callable[[], float]], count: int) -> dict[str, list[float]]:
+    """``count`` round trips of each, in blocks of ``TRIP_BLOCK`` by turns: each side back
+    to back with itself, while all sample the same stretches of the machine's load."""
+    times: dict[str, list[float]] = {name: [] for name in trips}
+    for block in range(0, count, TRIP_BLOCK):
+        for name, trip in trips.items():
+            times[name].extend(trip() for _ in range(min(TRIP_BLOCK, count - block)))
+    return times
 
 
 def batch_throughput(server: Server, total: int, per_batch: int) -> float:
@@ -261,15 +293,17 @@ def batch_throughput(server: Server, total: int, per_batch: int) -> float:
     return total / elapsed
 
 
-def pool_round_trips(count: int) -> list[float]:
+@contextlib.contextmanager
+def pool_trips() -> Iterator[Callable[[], float]]:
     with concurrent.futures.ProcessPoolExecutor() as pool:
         pool.submit(int).result()
-        times = []
-        for _ in range(count):
+
+        def trip() -> float:
             started = time.perf_counter()
             pool.submit(int).result()
-            times.append(time.perf_counter() - started)
-    return times
+            return time.perf_counter() - started
+
+        yield trip
 
 
 def pool_throughput(total: int) -> float:
@@ -282,23 +316,26 @@ def pool_throughput(total: int) -> float:
         return total / (time.perf_counter() - started)
 
 
-def dask_round_trips(count: int) -> list[float] | None:
+@contextlib.contextmanager
+def dask_trips() -> Iterator[Callable[[], float] | None]:
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        return None
+        yield None
+        return
     cluster_kw = {"processes": True, "dashboard_address": None}
     with (
         LocalCluster(**cluster_kw) as cluster,  # type: ignore[no-untyped-call]
         Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):
         client.submit(int, pure=False).result()
-        times = []
-        for _ in range(count):
+
+        def trip() -> float:
             started = time.perf_counter()
             client.submit(int, pure=False).result()
-            times.append(time.perf_counter() - started)
-    return times
+            return time.perf_counter() - started
+
+        yield trip
 
 
 def startup(base: Path, runs: int) -> dict[str, list[float]]:
@@ -344,15 +381,28 @@ def main() -> None:
     requests_n = 500 if args.quick else 3000
     trips_n = 50 if args.quick else 300
     total = 2000 if args.quick else 10_000
+    batch_rounds = 1 if args.quick else 3
 
     rows: list[tuple[str, str, str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="jt-bench-") as tmp:
         base = Path(tmp)
-        with running(base / "server", worker_memory_limit=0) as server:
+        with (
+            running(base / "server", worker_memory_limit=0) as server,
+            dask_trips() as dask_trip,
+            pool_trips() as pool_trip,
+        ):
             submit = {"task_type": "python", "description": "no-op", "parameters": NOOP}
-            empty = sequential_rate(server, "POST", "bench/empty", submit, requests_n)
-            status = sequential_rate(server, "GET", "api/status", None, requests_n)
-            submits = sequential_rate(server, "POST", "tasks", submit, requests_n)
+            rates = sequential_rates(
+                server,
+                {
+                    "empty": ("POST", "bench/empty", submit),
+                    "status": ("GET", "api/status", None),
+                    "submit": ("POST", "tasks", submit),
+                },
+                requests_n,
+                RATE_ROUNDS,
+            )
+            submits, empty, status = rates["submit"], rates["empty"], rates["status"]
             rows.append(
                 (
                     "submit, one request at a time",
@@ -371,12 +421,13 @@ def main() -> None:
                     "",
                 )
             )
-            trips = round_trips(server, trips_n)
-        with running(base / "batch", worker_memory_limit=0, max_queue_size=total) as server:
-            batch = batch_throughput(server, total, 1000)
-
-        dask = dask_round_trips(trips_n)
-        pool = pool_round_trips(trips_n)
+            with task_trips(server) as task_trip:
+                sides = {"tasks": task_trip, "pool": pool_trip}
+                if dask_trip is not None:
+                    sides["dask"] = dask_trip
+                times = by_turns(sides, trips_n)
+            trips, pool = times["tasks"], times["pool"]
+            dask = times.get("dask")
         if dask is None:
             rows.append(
                 (
@@ -406,7 +457,12 @@ def main() -> None:
                 "",
             )
         )
-        pool_rate = pool_throughput(total)
+        batches, pool_rates = [], []
+        with running(base / "batch", worker_memory_limit=0, max_queue_size=total) as server:
+            for _ in range(batch_rounds):  # by turns, the median round is shown
+                batches.append(batch_throughput(server, total, 1000))
+                pool_rates.append(pool_throughput(total))
+        batch, pool_rate = statistics.median(batches), statistics.median(pool_rates)
         rows.append(
             (
                 f"{total:,} no-op tasks, batches of 1,000",
