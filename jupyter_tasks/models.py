@@ -10,6 +10,7 @@ never passes silently.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import re
 from datetime import datetime, timezone
@@ -76,8 +77,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@functools.lru_cache(maxsize=4096)
 def format_time(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC, always the same shape: ``2026-01-02T03:04:05.678901Z``."""
+    """ISO 8601 in UTC, always the same shape: ``2026-01-02T03:04:05.678901Z``.
+
+    Cached: a task's times are formatted again for each of its events, and a batch's
+    tasks share one creation time.
+    """
     if value is None:
         return None
     if value.tzinfo is not timezone.utc:
