@@ -25,7 +25,7 @@ from tornado.httpclient import HTTPClientError, HTTPResponse
 
 from jupyter_tasks.executors.base import RunSpec
 from jupyter_tasks.models import TaskRequest
-from jupyter_tasks.orchestrator import EngineConfig
+from jupyter_tasks.orchestrator import EngineConfig, Subscription
 from jupyter_tasks.tasktypes import load_default_registry
 
 HANG = 120.0  # bounds on waits only catch hangs; nothing here measures speed
@@ -47,6 +47,18 @@ async def until(predicate: Callable[[], bool], what: str, bound: float = HANG) -
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
+
+
+async def first_event(sub: Subscription, task_id: str, kind: str) -> dict[str, Any]:
+    """The first ``kind`` event ("progress", "transition") of ``task_id`` on ``sub``."""
+
+    async def first() -> dict[str, Any]:
+        async for event in sub:
+            if event["task_id"] == task_id and event["event"] == kind:
+                return event
+        raise AssertionError("the subscription ended")
+
+    return await asyncio.wait_for(first(), HANG)
 
 
 def task_root(tmp_path: Path, taskmods: Path) -> Path:

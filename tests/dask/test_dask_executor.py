@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("distributed")
 from nbformat.v4 import new_code_cell, new_notebook
-from support import HANG, gone, until
+from support import HANG, first_event, gone, until
 from support import taskmods_request as py
 
 from jupyter_tasks.models import Task, TaskRequest, TaskStatus
@@ -140,15 +140,8 @@ async def test_progress_and_logs_arrive_while_the_task_runs(
     gate = tmp_path / "gate"
     sub = orch.subscribe()
     task = await orch.submit(py("progress_then_wait", str(gate)))
-
-    async def first_progress() -> dict[str, Any]:
-        async for event in sub:
-            if event["task_id"] == task.task_id and event["event"] == "progress":
-                return event
-        raise AssertionError("the subscription ended")
-
     try:
-        event = await asyncio.wait_for(first_progress(), HANG)
+        event = await first_event(sub, task.task_id, "progress")
     finally:
         sub.close()
     assert event["progress"] == 0.5 and event["message"] == "half"

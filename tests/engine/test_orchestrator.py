@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import HANG, TASKMODS, engine_config, gone, task_root, until
+from support import HANG, TASKMODS, engine_config, first_event, gone, task_root, until
 from support import taskmods_request as py
 
 from jupyter_tasks.errors import (
@@ -302,14 +302,7 @@ async def test_progress_at_a_runs_first_moment_is_seen(orch: Orchestrator, tmp_p
     await orch.wait((await orch.submit(py("add", 1, 1))).task_id, HANG)  # a worker is idle
     sub = orch.subscribe()
     task = await orch.submit(py("early_progress", str(gate)))
-
-    async def first_progress() -> dict[str, Any]:
-        async for event in sub:
-            if event["task_id"] == task.task_id and event["event"] == "progress":
-                return event
-        raise AssertionError("the feed ended")
-
-    event = await asyncio.wait_for(first_progress(), HANG)
+    event = await first_event(sub, task.task_id, "progress")
     sub.close()
     assert (event["progress"], event["message"], event["status"]) == (0.25, "early", "running")
     current = await orch.get(task.task_id)
