@@ -173,11 +173,16 @@ class LocalExecutor(Executor):
         if self._stopping or spec.task_id in self._jobs:
             return None
         swept = self._swept.get(os.path.dirname(spec.log_path))
+        if swept is None or not swept.done():
+            return None  # the first run of a log directory: ``run`` sweeps it first
         idle = self._idle[spec.interpreter]
-        if swept is None or not swept.done() or not idle:
-            return None  # the first run of a log directory, or no idle worker: as usual
-        worker = idle.pop()
-        if worker.doomed or worker.exited.done() or not worker.wakes_by_eventfd:
+        while idle:
+            worker = idle.pop()
+            if not worker.doomed and not worker.exited.done():
+                break  # (one that is gone leaves the pool, as in ``_acquire``)
+        else:
+            return None  # no idle worker: ``run`` waits for one as usual
+        if not worker.wakes_by_eventfd:
             idle.append(worker)
             return None
         job = Job(spec, on_progress)
