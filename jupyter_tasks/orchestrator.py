@@ -261,6 +261,8 @@ class Orchestrator:
             if run is None:
                 self._records[task.task_id] = task
                 self._enqueue(task.task_id, task.priority)
+            elif self._stopping:  # stored as stop began: settled as a restart settles it
+                undo()
             else:
                 run.task_id = task.task_id
                 self._running[task.task_id] = run
