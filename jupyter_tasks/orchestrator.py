@@ -451,7 +451,9 @@ class Orchestrator:
         if run.early_progress is not None:  # a held run reported before that
             self._on_progress(run, *run.early_progress)
         if run.kill_reason is not None:
-            self.executor.drop_hold(task.task_id)
+            # A held run may have begun at its commit: its worker is gone before the end
+            # is recorded (a no-op for a run the executor never had).
+            await self.executor.kill(task.task_id)
             await self._settle(run, task, None)
             return
         outcome = await self._execute(run, task)
