@@ -151,20 +151,6 @@ class QueuedRow:
 _Write = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], Callable[[], None] | None]
 
 
-def _chain(
-    committed: asyncio.Future[None], built: asyncio.Future[T], build: Callable[[], T]
-) -> None:
-    """Settle ``built`` with ``build()`` once ``committed`` succeeded, else as it ended."""
-    if built.done():
-        return
-    if committed.cancelled():
-        built.cancel()
-    elif (error := committed.exception()) is not None:
-        built.set_exception(error)
-    else:
-        built.set_result(build())
-
-
 def _settle_futures(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, result, error in outcomes:
         if future.done():
@@ -605,7 +591,7 @@ class Store:
         records).
         """
 
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(db: sqlite3.Connection) -> list[Task]:
             # Started at once, a task is written running: one row write, not two.
             status, attempt, started = ("running", 1, now) if start else ("created", 0, None)
             for task_id, req in requests:
@@ -638,8 +624,6 @@ class Store:
                         "INSERT OR IGNORE INTO task_tags(tag, seq) VALUES (?, ?)",
                         [(tag, cur.lastrowid) for tag in req.tags],
                     )
-
-        def records() -> list[Task]:
             created_at = _ts_required(now)
             created = [
                 Task.model_construct(
@@ -662,19 +646,7 @@ class Store:
             fields = {"started_at": created_at}
             return created + [_derive(t, TaskStatus.RUNNING, fields, True) for t in created]
 
-        def insert_and_build(db: sqlite3.Connection) -> list[Task]:
-            insert(db)
-            return records()
-
-        if not start:  # a batch's records are built on the store's thread, off the loop
-            return self._queue(insert_and_build, on_durable)
-        # A task started at once: its run begins at the commit (``on_durable``), and
-        # building its records on the loop overlaps that run instead of delaying it.
-        built: asyncio.Future[list[Task]] = asyncio.get_running_loop().create_future()
-        self._queue(insert, on_durable).add_done_callback(
-            lambda committed: _chain(committed, built, records)
-        )
-        return built
+        return self._queue(insert, on_durable)
 
     @staticmethod
     def _fetch_many(db: sqlite3.Connection, task_ids: Sequence[str]) -> list[Task]:
