@@ -172,23 +172,20 @@ class LocalExecutor(Executor):
         """
         if self._stopping or spec.task_id in self._jobs:
             return None
-        swept = self._swept.get(os.path.dirname(spec.log_path))
+        logs_dir = os.path.dirname(spec.log_path)
+        swept = self._swept.get(logs_dir)
         if swept is None or not swept.done():
             return None  # the first run of a log directory: ``run`` sweeps it first
-        idle = self._idle[spec.interpreter]
-        while idle:
-            worker = idle.pop()
-            if not worker.doomed and not worker.exited.done():
-                break  # (one that is gone leaves the pool, as in ``_acquire``)
-        else:
+        worker = self._idle_worker(spec.interpreter)
+        if worker is None:
             return None  # no idle worker: ``run`` waits for one as usual
         if not worker.wakes_by_eventfd:
-            idle.append(worker)
+            self._idle[spec.interpreter].append(worker)
             return None
         job = Job(spec, on_progress)
         self._jobs[spec.task_id] = self._held[spec.task_id] = job
         worker.job, job.worker = job, worker
-        job.spool = worker.spool_for(os.path.dirname(spec.log_path))
+        job.spool = worker.spool_for(logs_dir)
         with contextlib.suppress(ConnectionError):  # it is dying; its exit settles the reply
             worker.send(self._run_request(job), wake=False)
         return worker.wake
@@ -259,7 +256,7 @@ class LocalExecutor(Executor):
             job.worker, job.spool = worker, spool
         worker.chunk = chunk
         chunk.start()  # the permits first: the worker takes one before each run
-        runs = [{"op": "run", **_spec_fields(job.spec), "spool_path": spool} for job in jobs]
+        runs = [self._run_request(job) for job in jobs]
         with contextlib.suppress(ConnectionError):  # it is dying; its exit ends the chunk
             worker.send({"op": "chunk", "runs": runs})
         try:
@@ -396,12 +393,10 @@ class LocalExecutor(Executor):
 
     def _conclude_reply(self, job: Job, worker: WorkerProcess, reply: dict[str, Any]) -> Outcome:
         """The outcome a ``done`` or ``exit`` reply gives ``job``; ``TaskKilled`` if killed."""
-        if reply["op"] == "done":
-            if job.stop_reason == "killed":
-                raise TaskKilled(f"task {job.spec.task_id} was killed")
-            return _done_outcome(job.spec, reply)
         if job.stop_reason == "killed":
             raise TaskKilled(f"task {job.spec.task_id} was killed")
+        if reply["op"] == "done":
+            return _done_outcome(job.spec, reply)
         if job.stop_reason == "memory":
             used, limit = job.memory_used, self.worker_memory_limit
             message = f"the task's processes used {used} bytes, limit {limit}"
@@ -416,11 +411,9 @@ class LocalExecutor(Executor):
     async def _acquire(self, job: Job) -> WorkerProcess:
         """An idle worker of the job's interpreter, or the next one to become ready."""
         interpreter = job.spec.interpreter
-        idle = self._idle[interpreter]
-        while idle:
-            worker = idle.pop()
-            if not worker.doomed and not worker.exited.done():
-                return worker
+        worker = self._idle_worker(interpreter)
+        if worker is not None:
+            return worker
         waiter: asyncio.Future[WorkerProcess] = asyncio.get_running_loop().create_future()
         waiters = self._waiters[interpreter]
         waiters.append(waiter)
@@ -437,6 +430,15 @@ class LocalExecutor(Executor):
             job.waiter = None
             if waiter in waiters:
                 waiters.remove(waiter)
+
+    def _idle_worker(self, interpreter: str) -> WorkerProcess | None:
+        """Take the most recent idle worker of ``interpreter``; those gone leave the pool."""
+        idle = self._idle[interpreter]
+        while idle:
+            worker = idle.pop()
+            if not worker.doomed and not worker.exited.done():
+                return worker
+        return None
 
     def _release(self, worker: WorkerProcess) -> None:
         """Give a free worker to the first waiter, else keep it idle (within the bound)."""
