@@ -955,17 +955,7 @@ class Orchestrator:
 
     def types(self) -> builtins.list[dict[str, Any]]:
         """The task types this server allows, with their parameter schemas."""
-        out = []
-        for name in self.registry.names():
-            task_type = self.registry.get(name)
-            out.append(
-                {
-                    "name": name,
-                    "description": task_type.description,
-                    "parameters_schema": task_type.parameters_schema(),
-                }
-            )
-        return out
+        return self.registry.describe()
 
     def health(self) -> dict[str, Any]:
         """``healthy`` is false only when tasks cannot run at all."""

@@ -8,6 +8,8 @@ these modules.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -57,8 +59,11 @@ class TaskType:
 
     @classmethod
     def parameters_schema(cls) -> dict[str, Any]:
-        """JSON schema of ``parameters``, published by ``GET /tasks/types`` and OpenAPI."""
-        return cls.Parameters.model_json_schema()
+        """JSON schema of ``parameters``, published by ``GET /tasks/types`` and OpenAPI.
+
+        Built once per model (pydantic takes milliseconds a schema); each caller gets a copy.
+        """
+        return copy.deepcopy(_json_schema(cls.Parameters))
 
     @classmethod
     def parse(cls, parameters: dict[str, Any]) -> BaseModel:
@@ -112,3 +117,8 @@ def check_dir_inside(root_dir: str, path: str | None, field: str) -> str:
     if not os.path.isdir(resolved):  # False, not an error, for a name too long
         raise InvalidParameters(f"directory {shown_path(path or '')} does not exist", field=field)
     return os.fspath(resolved)
+
+
+@functools.cache
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()

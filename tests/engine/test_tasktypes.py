@@ -109,6 +109,15 @@ def test_describe_publishes_schemas_with_descriptions() -> None:
     assert described["python"]["parameters_schema"]["additionalProperties"] is False
 
 
+def test_schemas_are_handed_out_as_copies() -> None:
+    registry = load_default_registry(BUILT_INS)
+    first = registry.describe()
+    first[0]["parameters_schema"]["properties"].clear()  # a caller that edits its copy
+    again = registry.describe()
+    assert again[0]["parameters_schema"]["properties"]
+    assert again == load_default_registry(BUILT_INS).describe()
+
+
 # -- validation at submit time --------------------------------------------------------------
 
 
