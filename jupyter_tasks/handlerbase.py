@@ -279,20 +279,30 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def parse_task_request(value: Any, index: int | None = None) -> TaskRequest:
+def parse_task_request(value: Any) -> TaskRequest:
     """A ``TaskRequest``, or ``InvalidParameters`` naming the first wrong field."""
-    from pydantic import ValidationError
+    return parse_task_requests([value], batch=False)[0]
+
+
+def parse_task_requests(values: list[Any], batch: bool = True) -> list[TaskRequest]:
+    """``TaskRequest``s in order, or ``InvalidParameters`` naming the first wrong field
+    (and, in a batch, its index)."""
+    from pydantic import ValidationError  # once per batch: a lazy import costs per item
 
     from .models import TaskRequest
 
-    if not isinstance(value, dict):
-        raise InvalidParameters(f"must be a JSON object, not {_json_kind(value)}", index=index)
-    try:
-        return TaskRequest.model_validate(value)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(part) for part in err["loc"]) or None
-        raise InvalidParameters(err["msg"], field=field, index=index) from None
+    requests = []
+    for i, value in enumerate(values):
+        index = i if batch else None
+        if not isinstance(value, dict):
+            raise InvalidParameters(f"must be a JSON object, not {_json_kind(value)}", index=index)
+        try:
+            requests.append(TaskRequest.model_validate(value))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(part) for part in err["loc"]) or None
+            raise InvalidParameters(err["msg"], field=field, index=index) from None
+    return requests
 
 
 def _overrides(cls: type, base: type, name: str) -> bool:

@@ -25,6 +25,7 @@ from .handlerbase import (
     authorized,
     exc_info_of,
     parse_task_request,
+    parse_task_requests,
     too_large,
 )
 
@@ -92,7 +93,7 @@ class BatchHandler(TasksHandler):
         most = min(MAX_BATCH, self.tasks_app.max_queue_size)  # larger could never be queued
         if not 1 <= len(items) <= most:
             raise InvalidParameters(f"must hold 1..{most} task requests", field="tasks")
-        requests = [parse_task_request(item, index=i) for i, item in enumerate(items)]
+        requests = parse_task_requests(items)
         tasks = await (await self.engine()).submit_batch(requests)
         self.write_json(201, {"tasks": [t.to_json() for t in tasks]})
 
