@@ -29,10 +29,12 @@ class Subscription:
         task_ids: Iterable[str] | None,
         group: str | None,
         max_pending: int,
+        statuses: Iterable[str] | None = None,
     ) -> None:
         self._hub = hub
         self._task_ids = frozenset(task_ids) if task_ids else None
         self._group = group
+        self._statuses = frozenset(statuses) if statuses else None
         self._max_pending = max_pending
         self._transitions: deque[Event] = deque()
         self._progress: OrderedDict[str, Event] = OrderedDict()
@@ -41,6 +43,8 @@ class Subscription:
         self.closed = False
 
     def matches(self, event: Event) -> bool:
+        if self._statuses is not None and event["status"] not in self._statuses:
+            return False
         if self._task_ids is not None and event["task_id"] not in self._task_ids:
             return False
         if self._group is not None:
@@ -111,8 +115,11 @@ class EventHub:
         task_ids: Iterable[str] | None = None,
         group: str | None = None,
         max_pending: int = 10_000,
+        statuses: Iterable[str] | None = None,
     ) -> Subscription:
-        sub = Subscription(self, task_ids, group, max_pending)
+        """Events of ``task_ids`` (or all), of ``group``, whose ``status`` is in ``statuses``
+        (a task's status, or "deleted"); None matches any."""
+        sub = Subscription(self, task_ids, group, max_pending, statuses)
         self._subs.add(sub)
         return sub
 

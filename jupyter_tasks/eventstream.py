@@ -14,7 +14,7 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .errors import InvalidParameters
-from .handlerbase import TasksHandlerMixin, authorized
+from .handlerbase import TASK_STATUSES, TasksHandlerMixin, authorized
 
 if TYPE_CHECKING:
     from .orchestrator import Subscription
@@ -58,6 +58,7 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
             if not is_task_id(task_id):
                 raise InvalidParameters("must be 32 lower-case hex characters", field="task_id")
         self._group = self.get_argument("group", None)
+        self._statuses = self.query_statuses((*TASK_STATUSES, "deleted")) or None
         self._engine = await self.engine()
         await super().get(*args, **kwargs)
 
@@ -68,9 +69,11 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
         self.set_nodelay(True)
         self.tasks_app.event_sockets.add(self)
         task_ids = self._task_ids or None
-        subscription = self._engine.subscribe(task_ids, self._group, self.max_pending)
+        subscription = self._engine.subscribe(
+            task_ids, self._group, self.max_pending, self._statuses
+        )
         try:
-            snapshot = await self._engine.snapshot(task_ids, self._group)
+            snapshot = await self._engine.snapshot(task_ids, self._group, self._statuses)
         except Exception:
             self.log.exception("jupyter_tasks: no snapshot for an event stream")
             subscription.close()

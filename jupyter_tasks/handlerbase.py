@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from .orchestrator import BlobWriter, Orchestrator
 
 AUTH_RESOURCE = "tasks"
+#: The values of a ``status`` query (``models.TaskStatus``, not imported at server start).
+TASK_STATUSES = ("created", "running", "completed", "failed", "cancelled")
 #: Longest ``message`` of an error answer (see ``error_message``).
 MESSAGE_MAX = 1_000
 
@@ -128,6 +130,14 @@ class TasksHandlerMixin(web.RequestHandler):
             await pending
         if not self._finished and self.current_user is None and self.request.method != "OPTIONS":
             raise web.HTTPError(403)
+
+    def query_statuses(self, allowed: tuple[str, ...] = TASK_STATUSES) -> list[str]:
+        """The repeatable ``status`` query; 400 naming it for a value not in ``allowed``."""
+        statuses = self.get_arguments("status")
+        for status in statuses:
+            if status not in allowed:
+                raise InvalidParameters(f"must be one of {', '.join(allowed)}", field="status")
+        return statuses
 
     async def engine(self) -> Orchestrator:
         """The running orchestrator; waits while it starts, 503 if it could not start."""

@@ -35,7 +35,6 @@ _TASK_ID = r"(?P<task_id>[0-9a-f]{32})"
 #: A path under ``/tasks/`` shaped like a task route: ``{id}`` or ``{id}/<verb>``.
 _ID_ROUTE = re.compile(r"(?P<id>[^/]*)(?:/(?:cancel|rerun|result|logs))?/?", re.DOTALL)
 _FIXED_ROUTES = frozenset({"batch", "blobs", "types", "health", "events", "openapi.json"})
-_STATUSES = ("created", "running", "completed", "failed", "cancelled")  # models.TaskStatus
 #: Aborts of abandoned uploads still removing their partial file.
 _cleanups: set[asyncio.Future[None]] = set()
 
@@ -60,10 +59,7 @@ class TasksCollectionHandler(TasksHandler):
     @web.authenticated
     @authorized("read")
     async def get(self) -> None:
-        statuses = self.get_arguments("status")
-        for status in statuses:
-            if status not in _STATUSES:
-                raise InvalidParameters(f"must be one of {', '.join(_STATUSES)}", field="status")
+        statuses = self.query_statuses()
         from .models import TaskStatus
 
         tasks, cursor = await (await self.engine()).list(

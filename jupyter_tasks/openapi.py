@@ -52,7 +52,8 @@ fields are refused. (JSON Schema cannot tell `1.0` from `1`; this server can.)
 
 **Event stream** (not an HTTP route, so not listed below): a WebSocket at
 `GET /tasks/events`, authenticated like the HTTP routes (`read`). Query:
-`task_id` (repeatable) and `group` filter it. First message
+`task_id` (repeatable), `group` and `status` (repeatable: a task status, or
+`deleted`; only events with one of these statuses) filter it. First message
 `{"event": "snapshot", "tasks": [Task, ...]}` (tasks not finished yet), then
 `{"event": "transition" | "progress" | "deleted", "seq": n, "task_id",
 "status", "progress", "message", "task": Task}` with `seq` increasing.

@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -53,6 +53,8 @@ T = TypeVar("T")
 CHUNK_MAX = 16
 #: A task kind's chunks grow while its attempts end within this; one slower resets them.
 SHORT_RUN_SECONDS = 0.01
+#: The event statuses that end a wait: a task finished, or deleted.
+_ENDS = frozenset({*(status.value for status in FINISHED), "deleted"})
 
 __all__ = ["BlobWriter", "EngineConfig", "Orchestrator", "ResultInfo", "Subscription"]
 
@@ -857,23 +859,35 @@ class Orchestrator:
         return [self._overlay(t) for t in tasks], nxt
 
     async def snapshot(
-        self, task_ids: builtins.list[str] | None = None, group: str | None = None
+        self,
+        task_ids: builtins.list[str] | None = None,
+        group: str | None = None,
+        statuses: Iterable[str] | None = None,
     ) -> builtins.list[Task]:
         """Unfinished tasks (filtered like a subscription) for an event stream's first message."""
-        return [self._overlay(t) for t in await self.store.unfinished(task_ids, group)]
+        tasks = [self._overlay(t) for t in await self.store.unfinished(task_ids, group)]
+        if statuses is None:
+            return tasks
+        wanted = set(statuses)
+        return [t for t in tasks if t.status.value in wanted]
 
     def subscribe(
         self,
         task_ids: builtins.list[str] | None = None,
         group: str | None = None,
         max_pending: int = 10_000,
+        statuses: Iterable[str] | None = None,
     ) -> Subscription:
-        """Live events; subscribe before taking a snapshot so nothing falls in between."""
-        return self.events.subscribe(task_ids, group, max_pending)
+        """Live events; subscribe before taking a snapshot so nothing falls in between.
+
+        ``statuses`` keeps only the events whose status is one of them (a task status, or
+        "deleted"): a client that waits for ends is not woken by every start and progress.
+        """
+        return self.events.subscribe(task_ids, group, max_pending, statuses)
 
     async def wait(self, task_id: str, timeout: float | None = None) -> Task:
         """Wait until the task is finished; ``TimeoutError`` after ``timeout`` seconds."""
-        sub = self.subscribe([task_id])
+        sub = self.subscribe([task_id], statuses=_ENDS)
         expired = False
 
         def expire() -> None:  # a timer, not ``wait_for``: no task per wait
@@ -892,8 +906,7 @@ class Orchestrator:
             async for event in sub:
                 if event["event"] == "deleted":
                     raise TaskNotFound(task_id)
-                if TaskStatus(event["status"]).finished:
-                    return Task.model_validate(event["task"])
+                return Task.model_validate(event["task"])
             if expired:
                 raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
             return await self.get(task_id)  # the feed was dropped: read where it stands

@@ -95,6 +95,39 @@ async def test_filters_by_task_id_and_group(api: Api, jp_ws_fetch: Callable[...,
         ws.close()
 
 
+async def test_filters_by_status(api: Api, jp_ws_fetch: Callable[..., Any], tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    blocker = await api.submit(**python_task("jt_helpers:wait_for_file", str(release)))
+    ends = [("status", "completed"), ("status", "failed")]
+    ws_ends = await jp_ws_fetch("tasks", "events", params=ends)
+    assert (await receive(ws_ends)) == {"event": "snapshot", "tasks": []}  # nothing ended yet
+    ws_running = await jp_ws_fetch("tasks", "events", params={"status": "running"})
+    snapshot = await receive(ws_running)
+    assert snapshot is not None
+    assert [t["task_id"] for t in snapshot["tasks"]] == [blocker["task_id"]]
+
+    ok = await api.submit(**python_task("operator:add", 1, 1))
+    bad = await api.submit(**python_task("jt_helpers:boom", "no"))
+    release.touch()
+    seen: dict[str, str] = {}
+    while len(seen) < 3:
+        event = await receive(ws_ends)
+        assert event is not None, "stream closed early"
+        assert event["event"] == "transition" and event["status"] in {"completed", "failed"}
+        seen[event["task_id"]] = event["status"]
+    assert seen == {
+        blocker["task_id"]: "completed",
+        ok["task_id"]: "completed",
+        bad["task_id"]: "failed",
+    }
+    ws_ends.close()
+    ws_running.close()
+
+    with pytest.raises(HTTPClientError) as refused:
+        await jp_ws_fetch("tasks", "events", params={"status": "finished"})
+    assert refused.value.code == 400
+
+
 async def test_subscriber_that_falls_behind_is_closed(
     api: Api, jp_ws_fetch: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -164,10 +164,10 @@ async def test_an_engine_that_cannot_start_answers_503(
 
 
 def test_status_names_match_the_model() -> None:
-    from jupyter_tasks.handlers import _STATUSES
+    from jupyter_tasks.handlerbase import TASK_STATUSES
     from jupyter_tasks.models import TaskStatus
 
-    assert tuple(s.value for s in TaskStatus) == _STATUSES
+    assert tuple(s.value for s in TaskStatus) == TASK_STATUSES
 
 
 def test_loading_the_extension_leaves_the_engine_unimported() -> None:
