@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -210,6 +211,7 @@ class WorkerProcess:
         self._on_gone = on_gone
         self._wake_fd = wake_fd
         self._wake_lock = threading.Lock()
+        self._unwoken = False  # a request was written with wake=False, not woken for yet
         self._writer: asyncio.StreamWriter | None = None
         self.supervisor = loop.create_task(self._supervise())
         name = f"jupyter-tasks-worker-{self.pid}"
@@ -238,6 +240,9 @@ class WorkerProcess:
         self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
         if wake:
             self.wake()
+        else:
+            with self._wake_lock:
+                self._unwoken = True
 
     @property
     def wakes_by_eventfd(self) -> bool:
@@ -249,6 +254,18 @@ class WorkerProcess:
         with self._wake_lock:  # the fd is never closed (and its number reused) under us
             if self._wake_fd is not None:
                 os.eventfd_write(self._wake_fd, 1)
+                self._unwoken = False
+
+    def _left_unread(self) -> bool:
+        """Once it is gone: whether it never read its last request (not woken for it, or
+        the wake still pending), so the run it asked for never began."""
+        with self._wake_lock:
+            if self._wake_fd is None:
+                return False
+            if self._unwoken:
+                return True
+            pending, _, _ = select.select([self._wake_fd], [], [], 0)
+            return bool(pending)
 
     def spool_for(self, logs_dir: str) -> str:
         """The file the worker's next task writes its output to (see ``worker._Spool``)."""
@@ -339,7 +356,10 @@ class WorkerProcess:
             return
         job = self.job
         if job is not None and not job.reply.done():
-            job.reply.set_result({"op": "exit", "returncode": returncode})
+            reply: dict[str, Any] = {"op": "exit", "returncode": returncode}
+            if self._left_unread():
+                reply["unread"] = True  # the run never began: it may go to another worker
+            job.reply.set_result(reply)
 
     def _stderr_tail(self) -> str:
         fd = self._stderr.fileno()

@@ -319,10 +319,14 @@ class LocalExecutor(Executor):
 
     async def _run_job(self, job: Job) -> Outcome:
         if job.worker is not None:  # held (see ``hold``): its request is with the worker
-            outcome = self._conclude(job, job.worker, await self._reply(job.worker, job))
-            if outcome is not None:
-                return outcome
-        # A worker that answers "stale" exits; the loop then takes another (at last a fresh) one.
+            worker = job.worker
+            reply = await self._reply(worker, job)
+            if not _never_began(job, reply):
+                outcome = self._conclude(job, worker, reply)
+                if outcome is not None:
+                    return outcome
+        # A worker that answers "stale" exits, as one may die before it read the request;
+        # the loop then takes another (at last a fresh) one.
         for _ in range(self.max_workers + 2):
             try:
                 worker = await self._acquire(job)
@@ -333,10 +337,13 @@ class LocalExecutor(Executor):
                 self._release(worker)
                 raise TaskKilled(f"task {job.spec.task_id} was killed")
             reply = await self._exchange(worker, job)
+            if _never_began(job, reply):
+                continue  # it died before it read the request: another worker runs it
             outcome = self._conclude(job, worker, reply)
             if outcome is not None:
                 return outcome
-        return _failed(WORKER_CRASHED, "every worker reported changed code; giving up")
+        message = "no worker took the run: each reported changed code or died before reading it"
+        return _failed(WORKER_CRASHED, message)
 
     async def _exchange(self, worker: WorkerProcess, job: Job) -> dict[str, Any]:
         job.reply = asyncio.get_running_loop().create_future()
@@ -630,3 +637,8 @@ def _done_outcome(spec: RunSpec, reply: dict[str, Any]) -> Outcome:
         result_inline=base64.b64decode(inline) if isinstance(inline, str) else None,
         result_file=None if isinstance(inline, str) else spec.result_path,
     )
+
+
+def _never_began(job: Job, reply: dict[str, Any]) -> bool:
+    """A worker that died with the job's request unread, and not because it was killed."""
+    return reply["op"] == "exit" and bool(reply.get("unread")) and job.stop_reason is None

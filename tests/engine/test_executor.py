@@ -257,6 +257,40 @@ async def test_a_dropped_hold_never_runs(
     assert markers.read_text() == "next\n"  # the held request went with its worker
 
 
+@needs_eventfd
+@pytest.mark.parametrize("woken", [False, True], ids=["before-go", "after-go-unread"])
+async def test_a_held_run_whose_worker_died_unread_runs_on_another(
+    make_executor: MakeExecutor,
+    make_spec: MakeSpec,
+    task_dirs: TaskDirs,
+    until: Until,
+    woken: bool,
+) -> None:
+    """A worker killed before it read the held request never began the run: the run goes
+    to another worker instead of failing with ``WorkerCrashed``."""
+    executor = await started(make_executor())
+    await executor.run(make_spec("python", {"callable": "taskmods:add", "args": [1, 1]}), noop)
+    [held] = executor.worker_pids()
+    markers = task_dirs.root / "markers"
+    spec = make_spec("python", {"callable": "taskmods:mark", "args": [str(markers), "held"]})
+    go = executor.hold(spec, noop)
+    assert go is not None
+    tree = [psutil.Process(held), *psutil.Process(held).children(recursive=True)]
+    if woken:  # stopped (the worker, and its guard where it has one), then woken
+        for process in reversed(tree):
+            process.send_signal(signal.SIGSTOP)
+        stopped = psutil.STATUS_STOPPED
+        await until(lambda: all(p.status() == stopped for p in tree), "the worker stopped")
+        go()
+    for process in reversed(tree):
+        process.send_signal(signal.SIGKILL)
+    await until(lambda: held not in executor.worker_pids(), "the dead worker was noticed")
+    if not woken:
+        go()  # a no-op: the worker is gone
+    assert result(await executor.run(spec, noop)) == "held"
+    assert markers.read_text() == "held\n"
+
+
 async def test_progress_arrives_in_order_and_the_last_one_is_delivered(
     make_executor: MakeExecutor, make_spec: MakeSpec
 ) -> None:
