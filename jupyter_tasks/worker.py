@@ -639,7 +639,9 @@ def main(argv: list[str] | None = None) -> int:
         inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         threading.Thread(target=channel.read_forever, args=(inbox,), daemon=True).start()
         requests = iter(inbox.get, None)
-    channel.send({"op": "ready", "pid": os.getpid(), "python": sys.executable})
+    # "wakes": it waits on the eventfd before each request, so a request can be held back.
+    waits = guarded and wake_fd is not None
+    channel.send({"op": "ready", "pid": os.getpid(), "python": sys.executable, "wakes": waits})
     modules = _ModuleTimes()
     for request in requests:
         if request.get("op") == "exit":

@@ -74,6 +74,12 @@ def exit_hard(code: int) -> None:
     os._exit(code)
 
 
+def record_then_exit(log: str, name: str, code: int) -> None:
+    """``record``, then end the worker at once: a run that began and crashed."""
+    record(log, name)
+    os._exit(code)
+
+
 def segfault() -> None:
     ctypes.string_at(0)
 

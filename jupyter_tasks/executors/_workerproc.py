@@ -212,6 +212,9 @@ class WorkerProcess:
         self._wake_fd = wake_fd
         self._wake_lock = threading.Lock()
         self._unwoken = False  # a request was written with wake=False, not woken for yet
+        #: It said (in ``ready``) that it waits on the eventfd: one that cannot (no guard in
+        #: its interpreter) or an older worker reads its socket at once, woken or not.
+        self._waits_on_wake = False
         self._writer: asyncio.StreamWriter | None = None
         self.supervisor = loop.create_task(self._supervise())
         name = f"jupyter-tasks-worker-{self.pid}"
@@ -247,7 +250,7 @@ class WorkerProcess:
     @property
     def wakes_by_eventfd(self) -> bool:
         """Whether it reads a request only when woken (so a request can be held back)."""
-        return self._wake_fd is not None
+        return self._wake_fd is not None and self._waits_on_wake
 
     def wake(self) -> None:
         """Signal one request on the eventfd; safe from any thread, a no-op once it is gone."""
@@ -260,12 +263,16 @@ class WorkerProcess:
         """Once it is gone: whether it never read its last request (not woken for it, or
         the wake still pending), so the run it asked for never began."""
         with self._wake_lock:
-            if self._wake_fd is None:
+            if self._wake_fd is None or not self._waits_on_wake:
                 return False
             if self._unwoken:
                 return True
-            pending, _, _ = select.select([self._wake_fd], [], [], 0)
-            return bool(pending)
+            poller = select.poll()  # not select(): a busy server's fds pass 1023
+            poller.register(self._wake_fd, select.POLLIN)
+            try:
+                return bool(poller.poll(0))
+            except OSError:
+                return False  # unknown: as if it had read it (it may have begun)
 
     def spool_for(self, logs_dir: str) -> str:
         """The file the worker's next task writes its output to (see ``worker._Spool``)."""
@@ -404,6 +411,7 @@ class WorkerProcess:
             return
         job = self.job
         if op == "ready":
+            self._waits_on_wake = self._wake_fd is not None and message.get("wakes") is True
             if not self.ready.done():
                 self.ready.set_result(None)
         elif job is None or message.get("task_id") != job.spec.task_id:

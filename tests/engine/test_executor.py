@@ -6,6 +6,7 @@ import asyncio
 import base64
 import os
 import pickle
+import resource
 import shutil
 import signal
 import subprocess
@@ -289,6 +290,50 @@ async def test_a_held_run_whose_worker_died_unread_runs_on_another(
         go()  # a no-op: the worker is gone
     assert result(await executor.run(spec, noop)) == "held"
     assert markers.read_text() == "held\n"
+
+
+@needs_eventfd
+async def test_a_worker_that_cannot_wait_on_its_eventfd_is_never_held_nor_rerun(
+    make_executor: MakeExecutor, make_spec: MakeSpec, task_dirs: TaskDirs, tmp_path: Path
+) -> None:
+    """An interpreter without the guard (no ``os.pidfd_open``) reads its socket at once:
+    a request to it cannot be held back, and a run that crashed in it ran, once."""
+    site = tmp_path / "noguard"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\ndel os.pidfd_open\n")
+    python = tmp_path / "python-noguard"
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="{path}" exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    executor = await started(make_executor())
+    assert result(await executor.run(call(make_spec, "add", 1, 1, interpreter=str(python)), noop))
+    assert executor.hold(call(make_spec, "add", 2, 2, interpreter=str(python)), noop) is None
+    markers = task_dirs.root / "markers"
+    crash = call(make_spec, "record_then_exit", str(markers), "ran", 3, interpreter=str(python))
+    outcome = await executor.run(crash, noop)
+    assert outcome.error is not None and outcome.error.type == "WorkerCrashed"
+    assert markers.read_text() == "ran\n"
+
+
+async def test_a_crash_is_reported_when_the_server_holds_many_files(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    """Worker fds above 1023 (a busy server) still settle a crashed run: no hang."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip("the hard limit on open files is below 2048")
+    if soft != resource.RLIM_INFINITY and soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    ballast = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        executor = await started(make_executor())
+        outcome = await asyncio.wait_for(executor.run(call(make_spec, "exit_hard", 3), noop), HANG)
+        assert outcome.error is not None and outcome.error.type == "WorkerCrashed"
+        assert result(await executor.run(call(make_spec, "add", 1, 1), noop)) == 2
+    finally:
+        for fd in ballast:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_progress_arrives_in_order_and_the_last_one_is_delivered(
