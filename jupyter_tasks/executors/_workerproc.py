@@ -270,7 +270,7 @@ class WorkerProcess:
             poller = select.poll()  # not select(): a busy server's fds pass 1023
             poller.register(self._wake_fd, select.POLLIN)
             try:
-                return bool(poller.poll(0))
+                return any(events & select.POLLIN for _, events in poller.poll(0))
             except OSError:
                 return False  # unknown: as if it had read it (it may have begun)
 

@@ -302,10 +302,12 @@ async def test_a_worker_that_cannot_wait_on_its_eventfd_is_never_held_nor_rerun(
     site.mkdir()
     (site / "sitecustomize.py").write_text("import os\ndel os.pidfd_open\n")
     python = tmp_path / "python-noguard"
-    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    path = f"{site}${{PYTHONPATH:+:$PYTHONPATH}}"
     python.write_text(f'#!/bin/sh\nPYTHONPATH="{path}" exec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     executor = await started(make_executor())
+    # The usual worker first: idle longer, it is the one trimmed when the other goes idle.
+    assert result(await executor.run(call(make_spec, "add", 0, 1), noop)) == 1
     assert result(await executor.run(call(make_spec, "add", 1, 1, interpreter=str(python)), noop))
     assert executor.hold(call(make_spec, "add", 2, 2, interpreter=str(python)), noop) is None
     markers = task_dirs.root / "markers"
@@ -322,10 +324,11 @@ async def test_a_crash_is_reported_when_the_server_holds_many_files(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 2048:
         pytest.skip("the hard limit on open files is below 2048")
-    if soft != resource.RLIM_INFINITY and soft < 2048:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
-    ballast = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    ballast: list[int] = []
     try:
+        if soft != resource.RLIM_INFINITY and soft < 2048:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+        ballast.extend(os.open(os.devnull, os.O_RDONLY) for _ in range(1100))
         executor = await started(make_executor())
         outcome = await asyncio.wait_for(executor.run(call(make_spec, "exit_hard", 3), noop), HANG)
         assert outcome.error is not None and outcome.error.type == "WorkerCrashed"
