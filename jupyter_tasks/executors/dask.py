@@ -263,7 +263,7 @@ class DaskExecutor(Executor):
         """Follow the client's state until Dask closes it; (re)subscribe on each connection."""
         assert self._connected is not None
         subscribed = False
-        counter: asyncio.Task[None] | None = None
+        counter: tuple[asyncio.Task[None], asyncio.Event] | None = None
         try:
             while client.status not in ("closing", "closed"):
                 running = client.status == "running"
@@ -271,7 +271,7 @@ class DaskExecutor(Executor):
                     client.subscribe_topic(self.topic, self._on_event)
                     client.subscribe_topic("all", self._on_cluster_event)
                     subscribed = True
-                    counter = asyncio.create_task(self._count_threads(client))
+                    counter = self._start_counting(client)
                     self._detail = ""
                     self._connected.set()
                     self._announce_link()
@@ -294,9 +294,13 @@ class DaskExecutor(Executor):
         changed, self._link_changed = self._link_changed, asyncio.Event()
         changed.set()
 
-    async def _count_threads(self, client: Any) -> None:
-        """Keep the slots' capacity at the threads of the cluster's running workers."""
-        while True:
+    async def _count_threads(self, client: Any, stop: asyncio.Event) -> None:
+        """Keep the slots' capacity at the threads of the cluster's running workers.
+
+        Ends once ``stop`` is set, not only when cancelled: Python 3.11's ``wait_for``
+        swallows a cancellation that arrives as its awaitable finishes (here, a count).
+        """
+        while not stop.is_set():
             self._recount.clear()
             try:
                 counts = await asyncio.wait_for(client.scheduler.ncores_running(), 10)
@@ -305,14 +309,28 @@ class DaskExecutor(Executor):
                 raise
             except Exception as exc:  # keep the last count; the watcher sees a lost scheduler
                 log.debug("jupyter-tasks: cannot count the Dask workers' threads: %s", exc)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._recount.wait(), COUNT_SECONDS)
+            if stop.is_set():
+                break
+            timer = asyncio.get_running_loop().call_later(COUNT_SECONDS, self._recount.set)
+            try:
+                await self._recount.wait()
+            finally:
+                timer.cancel()
 
-    async def _stop_counting(self, counter: asyncio.Task[None] | None) -> None:
+    def _start_counting(self, client: Any) -> tuple[asyncio.Task[None], asyncio.Event]:
+        stop = asyncio.Event()
+        return asyncio.create_task(self._count_threads(client, stop)), stop
+
+    async def _stop_counting(
+        self, counter: tuple[asyncio.Task[None], asyncio.Event] | None
+    ) -> None:
         """No connection, no threads: attempts that have none wait until the next count."""
         if counter is not None:
-            counter.cancel()
-            await asyncio.gather(counter, return_exceptions=True)
+            task, stop = counter
+            stop.set()
+            self._recount.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         self._slots.set_capacity(0)
 
     async def _drop_client(self, drain: bool) -> None:
