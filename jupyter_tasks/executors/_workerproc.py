@@ -263,7 +263,7 @@ class WorkerProcess:
         """Once it is gone: whether it never read its last request (not woken for it, or
         the wake still pending), so the run it asked for never began."""
         with self._wake_lock:
-            if self._wake_fd is None or not self._waits_on_wake:
+            if self._wake_fd is None or not self._waits_on_wake:  # (``wakes_by_eventfd``)
                 return False
             if self._unwoken:
                 return True
@@ -411,7 +411,7 @@ class WorkerProcess:
             return
         job = self.job
         if op == "ready":
-            self._waits_on_wake = self._wake_fd is not None and message.get("wakes") is True
+            self._waits_on_wake = message.get("wakes") is True
             if not self.ready.done():
                 self.ready.set_result(None)
         elif job is None or message.get("task_id") != job.spec.task_id:

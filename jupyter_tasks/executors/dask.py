@@ -299,6 +299,7 @@ class DaskExecutor(Executor):
 
         Ends once ``stop`` is set, not only when cancelled: Python 3.11's ``wait_for``
         swallows a cancellation that arrives as its awaitable finishes (here, a count).
+        ``_stop_counting`` also sets ``_recount``, so a wait between counts ends at once.
         """
         while not stop.is_set():
             self._recount.clear()
@@ -309,8 +310,6 @@ class DaskExecutor(Executor):
                 raise
             except Exception as exc:  # keep the last count; the watcher sees a lost scheduler
                 log.debug("jupyter-tasks: cannot count the Dask workers' threads: %s", exc)
-            if stop.is_set():
-                break
             timer = asyncio.get_running_loop().call_later(COUNT_SECONDS, self._recount.set)
             try:
                 await self._recount.wait()
