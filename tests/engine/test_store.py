@@ -64,10 +64,16 @@ async def test_a_version_1_database_upgrades_and_keeps_its_tasks(tmp_path: Path)
         " (?, 'python', 'old', '{}', 1, 0, '[]', 'created', 'g', 1.0, 'o')",
         ("a" * 32,),
     )
+    db.execute(
+        "INSERT INTO results VALUES (?, ?, 3, x'616263', NULL)",
+        ("a" * 32, '{"type": "int", "repr": "7", "value": 7}'),
+    )
     db.close()
     store = await open_store(tmp_path)
     task = await store.get("a" * 32)
     assert task is not None and (task.description, task.group) == ("old", "g")
+    stored = await store.get_result("a" * 32)
+    assert stored is not None and (stored.preview["value"], stored.inline) == (7, b"abc")
     assert [t.task_id for t in (await store.page(group="g"))[0]] == ["a" * 32]
     indexes = await store.run_sync(
         lambda db: {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
@@ -268,4 +274,57 @@ async def test_inserted_tasks_read_back_the_same(tmp_path: Path) -> None:
     for task in made:
         again = await store.get(task.task_id)
         assert again is not None and again.to_json() == task.to_json()
+    await store.close()
+
+
+async def test_a_batch_transition_changes_only_the_tasks_still_as_expected(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path)
+    made = await store.insert(
+        [(new_task_id(), request(tags=["t"])) for _ in range(4)], OWNER, None, time.time()
+    )
+    first = made[0].task_id
+    await store.transition(first, TaskStatus.CREATED, TaskStatus.RUNNING, bump_attempt=True)
+    fields = {"started_at": 5.0, "finished_at": None, "owner": OWNER}
+    started = await store.transition_many(
+        [(task, fields, None) for task in made],
+        TaskStatus.CREATED,
+        TaskStatus.RUNNING,
+        bump_attempt=True,
+    )
+    assert started[0] is None  # it had gone on already: compare-and-set
+    running = [t for t in started if t is not None]
+    assert len(running) == 3
+    last = running[-1].task_id
+    await store.transition(last, TaskStatus.RUNNING, TaskStatus.FAILED, {"finished_at": 6.0})
+
+    def result(value: int) -> StoredResult:
+        return StoredResult({"type": "int", "repr": str(value), "value": value}, 1, b"x", None)
+
+    ended = await store.transition_many(
+        [(t, {"finished_at": 7.0 + i, "progress": 1.0}, result(i)) for i, t in enumerate(running)],
+        TaskStatus.RUNNING,
+        TaskStatus.COMPLETED,
+    )
+    assert [t is None for t in ended] == [False, False, True]
+    for i, task in enumerate(ended[:2]):
+        assert task is not None and task.attempt == 1
+        again = await store.get(task.task_id)  # what it reports is what was written
+        assert again is not None and again.to_json() == task.to_json()
+        stored = await store.get_result(task.task_id)
+        assert stored is not None and stored.preview["value"] == i
+    assert await store.get_result(last) is None  # failed meanwhile: no result kept
+    await store.close()
+
+
+async def test_a_large_batch_is_inserted_whole_with_its_tags(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    pairs = [(new_task_id(), request(tags=[f"n{i % 3}", "all"])) for i in range(250)]
+    made = await store.insert(pairs, OWNER, None, time.time())
+    assert [t.task_id for t in made] == [task_id for task_id, _ in pairs]
+    tagged, cursor = await store.page(tag="all", limit=500)
+    assert cursor is None and {t.task_id for t in tagged} == {t for t, _ in pairs}
+    ones, _ = await store.page(tag="n1", limit=500)
+    assert {t.task_id for t in ones} == {t for i, (t, _) in enumerate(pairs) if i % 3 == 1}
     await store.close()
