@@ -43,14 +43,16 @@ class Subscription:
         self.closed = False
 
     def matches(self, event: Event) -> bool:
-        if self._statuses is not None and event["status"] not in self._statuses:
+        task = event.get("task") or {}
+        return self.wants(event["status"], event["task_id"], task.get("group"))
+
+    def wants(self, status: str | None, task_id: str, group: str | None) -> bool:
+        """Whether an event of this status, task and group is one for this subscriber."""
+        if self._statuses is not None and status not in self._statuses:
             return False
-        if self._task_ids is not None and event["task_id"] not in self._task_ids:
+        if self._task_ids is not None and task_id not in self._task_ids:
             return False
-        if self._group is not None:
-            task = event.get("task") or {}
-            return bool(task.get("group") == self._group)
-        return True
+        return self._group is None or group == self._group
 
     def offer(self, event: Event) -> None:
         """Queue an event for this subscriber (called by the hub on the loop)."""
@@ -122,6 +124,11 @@ class EventHub:
         sub = Subscription(self, task_ids, group, max_pending, statuses)
         self._subs.add(sub)
         return sub
+
+    def wants(self, status: str | None, task_id: str, group: str | None) -> bool:
+        """Whether any subscriber wants such an event: if none does, the publisher can
+        spare building it (a task's JSON form costs more than the rest of publishing)."""
+        return any(sub.wants(status, task_id, group) for sub in self._subs)
 
     def discard(self, sub: Subscription) -> None:
         self._subs.discard(sub)

@@ -98,7 +98,12 @@ class _Run:
     task_id: str
     done: asyncio.Future[None]
     kill_reason: str | None = None  # "cancel" | "timeout" | "stop"
-    task_json: dict[str, Any] | None = None
+    #: The record last published, which progress events build on; its JSON form once a
+    #: subscriber wanted it; the latest progress, kept here until the next flush.
+    shown: Task | None = None
+    shown_json: dict[str, Any] | None = None
+    progress: float | None = None
+    message: str | None = None
     progress_dirty: bool = False
     holds_slot: bool = True  # until its executor run returns
     #: In a chunk (see ``_take_chunk``): its running record, and whether it still waits
@@ -108,7 +113,7 @@ class _Run:
     in_chunk: bool = False
     in_request: bool = False  # handed to the executor with its chunk, in one request
     began_at: float | None = None  # in a chunk: when it began, as far as the server knows
-    early_progress: tuple[float | None, str | None] | None = None  # before task_json (held)
+    early_progress: tuple[float | None, str | None] | None = None  # before shown (held)
 
 
 def _process_started(pid: int) -> float | None:
@@ -449,7 +454,7 @@ class Orchestrator:
     async def _run_attempt(self, run: _Run, task: Task | None) -> None:
         if task is None:
             return
-        self._publish(task)  # also keeps run.task_json, which progress events build on
+        self._publish(task)  # also keeps run.shown, which progress events build on
         if run.early_progress is not None:  # a held run reported before that
             self._on_progress(run, *run.early_progress)
         if run.kill_reason is not None:
@@ -810,29 +815,34 @@ class Orchestrator:
     # -- progress ------------------------------------------------------------------------
 
     def _on_progress(self, run: _Run, progress: float | None, message: str | None) -> None:
-        if run.task_json is None:
+        shown = run.shown
+        if shown is None:
             run.early_progress = (progress, message)  # published with its running record
             return
-        if run.task_json.get("status") != TaskStatus.RUNNING.value:
+        if shown.status != TaskStatus.RUNNING:
             return
-        run.task_json = {**run.task_json, "progress": progress, "message": message}
+        run.progress, run.message = progress, message
         run.progress_dirty = True
-        self.events.publish("progress", run.task_json)
+        if self.events.wants(TaskStatus.RUNNING.value, run.task_id, shown.group):
+            if run.shown_json is None:
+                run.shown_json = shown.to_json()
+            event = {**run.shown_json, "progress": progress, "message": message}
+            self.events.publish("progress", event)
 
     async def _flush_progress(self) -> None:
         updates = []
         for run in self._running.values():
-            if run.progress_dirty and run.task_json is not None:
+            if run.progress_dirty and run.shown is not None:
                 run.progress_dirty = False
-                updates.append((run.task_id, run.task_json["progress"], run.task_json["message"]))
+                updates.append((run.task_id, run.progress, run.message))
         await self.store.save_progress(updates)
 
     def _overlay(self, task: Task) -> Task:
         """A running task's latest progress lives in memory until the next flush."""
         run = self._running.get(task.task_id)
-        if run is None or run.task_json is None or task.status != TaskStatus.RUNNING:
+        if run is None or run.shown is None or task.status != TaskStatus.RUNNING:
             return task
-        progress, message = run.task_json["progress"], run.task_json["message"]
+        progress, message = run.progress, run.message
         if progress == task.progress and message == task.message:
             return task
         return task.model_copy(update={"progress": progress, "message": message})
@@ -1030,11 +1040,16 @@ class Orchestrator:
     # -- events, leases, housekeeping --------------------------------------------------------
 
     def _publish(self, task: Task) -> None:
+        """Publish a transition; its JSON form is built only when a subscriber wants it."""
         run = self._running.get(task.task_id)
-        data = task.to_json()
         if run is not None:
-            run.task_json = data
-        self.events.publish("transition", data)
+            run.shown, run.shown_json = task, None
+            run.progress, run.message = task.progress, task.message
+        if self.events.wants(task.status.value, task.task_id, task.group):
+            data = task.to_json()
+            if run is not None:
+                run.shown_json = data
+            self.events.publish("transition", data)
 
     async def _adopt(self, initial: bool = False) -> None:
         """Take over tasks of owners that are gone; queue the created tasks we now own."""

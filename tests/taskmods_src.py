@@ -122,6 +122,16 @@ def progress_steps(n: int, gate: str) -> str:
     return "done"
 
 
+def progress_until(gate: str) -> str:
+    """Report growing progress until ``gate`` exists."""
+    step = 0
+    while not os.path.exists(gate):
+        step += 1
+        jupyter_tasks.set_progress(min(step / 1000, 1.0), f"step {step}")
+        time.sleep(0.02)
+    return "done"
+
+
 def early_progress(gate: str) -> str:
     """Report progress the moment it starts, then wait for ``gate``."""
     jupyter_tasks.set_progress(0.25, "early")

@@ -295,6 +295,39 @@ async def test_a_subscriber_that_falls_behind_is_dropped(orch: Orchestrator) -> 
     assert [e async for e in sub] == []
 
 
+async def test_a_subscriber_that_joins_mid_run_gets_progress_on_the_running_record(
+    orch: Orchestrator, tmp_path: Path
+) -> None:
+    """Events nobody subscribed to are never built; one who subscribes later still gets
+    each progress event on the task's full running record, and an ends-only subscriber
+    gets nothing but the end."""
+    gate = tmp_path / "gate"
+    ends = orch.subscribe(statuses=["completed", "failed", "cancelled"])
+    task = await orch.submit(py("progress_until", str(gate)))
+    late = orch.subscribe()
+    event = await first_event(late, task.task_id, "progress")
+    late.close()
+    record = event["task"]
+    assert (record["status"], record["description"]) == ("running", task.description)
+    assert record["started_at"] is not None and record["attempt"] == 1
+    assert 0 < record["progress"] <= 1 and record["message"].startswith("step ")
+    assert (event["progress"], event["message"]) == (record["progress"], record["message"])
+    gate.write_text("go")
+
+    async def of_the_task() -> list[dict[str, Any]]:
+        seen = []
+        async for event in ends:
+            if event["task_id"] == task.task_id:
+                seen.append(event)
+                if event["status"] == "completed":
+                    break
+        return seen
+
+    seen = await asyncio.wait_for(of_the_task(), HANG)
+    ends.close()
+    assert [(e["event"], e["status"]) for e in seen] == [("transition", "completed")]
+
+
 async def test_progress_at_a_runs_first_moment_is_seen(orch: Orchestrator, tmp_path: Path) -> None:
     """An idle engine hands the run over before the loop hears of its commit: a report
     the task makes at once still reaches subscribers and the task's record."""
