@@ -845,7 +845,7 @@ class Orchestrator:
         progress, message = run.progress, run.message
         if progress == task.progress and message == task.message:
             return task
-        return task.model_copy(update={"progress": progress, "message": message})
+        return task.evolve(progress=progress, message=message)
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -198,24 +198,26 @@ def _ts_required(value: float) -> datetime:
 def _row_to_task(row: sqlite3.Row) -> Task:
     error = json.loads(row["error"]) if row["error"] else None
     # Rows were validated on the way in; constructing without re-validation keeps reads cheap.
-    return Task.model_construct(
-        task_id=row["task_id"],
-        task_type=row["task_type"],
-        description=row["description"],
-        parameters=json.loads(row["parameters"]),
-        priority=row["priority"],
-        timeout_seconds=row["timeout_seconds"],
-        max_retries=row["max_retries"],
-        tags=json.loads(row["tags"]),
-        status=TaskStatus(row["status"]),
-        group=row["group_id"],
-        attempt=row["attempt"],
-        created_at=_ts_required(row["created_at"]),
-        started_at=_ts(row["started_at"]),
-        finished_at=_ts(row["finished_at"]),
-        progress=row["progress"],
-        message=row["message"],
-        error=TaskError.model_construct(**error) if error else None,
+    return Task.assemble(
+        {
+            "task_type": row["task_type"],
+            "description": row["description"],
+            "parameters": json.loads(row["parameters"]),
+            "priority": row["priority"],
+            "timeout_seconds": row["timeout_seconds"],
+            "max_retries": row["max_retries"],
+            "tags": json.loads(row["tags"]),
+            "task_id": row["task_id"],
+            "status": TaskStatus(row["status"]),
+            "group": row["group_id"],
+            "attempt": row["attempt"],
+            "created_at": _ts_required(row["created_at"]),
+            "started_at": _ts(row["started_at"]),
+            "finished_at": _ts(row["finished_at"]),
+            "progress": row["progress"],
+            "message": row["message"],
+            "error": TaskError.model_construct(**error) if error else None,
+        }
     )
 
 
@@ -268,7 +270,7 @@ def _derive(current: Task, new: TaskStatus, fields: dict[str, Any], bump: bool) 
         update["error"] = None if error is None else TaskError.model_construct(**error)
     if bump:
         update["attempt"] = current.attempt + 1
-    return current.model_copy(update=update)
+    return current.evolve(**update)
 
 
 class Store:
@@ -669,18 +671,20 @@ class Store:
                 )
             created_at = _ts_required(now)
             created = [
-                Task.model_construct(
-                    **req.__dict__,
-                    task_id=tid,
-                    status=TaskStatus.CREATED,
-                    group=group,
-                    attempt=0,
-                    created_at=created_at,
-                    started_at=None,
-                    finished_at=None,
-                    progress=None,
-                    message=None,
-                    error=None,
+                Task.assemble(
+                    {
+                        **req.__dict__,
+                        "task_id": tid,
+                        "status": TaskStatus.CREATED,
+                        "group": group,
+                        "attempt": 0,
+                        "created_at": created_at,
+                        "started_at": None,
+                        "finished_at": None,
+                        "progress": None,
+                        "message": None,
+                        "error": None,
+                    }
                 )
                 for tid, req in requests
             ]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_tasks.errors import InvalidParameters, InvalidTransition, StoreUnavailable
-from jupyter_tasks.models import ALLOWED_TRANSITIONS, TaskRequest, TaskStatus, new_task_id
+from jupyter_tasks.models import ALLOWED_TRANSITIONS, Task, TaskRequest, TaskStatus, new_task_id
 from jupyter_tasks.store import _MIGRATIONS, SCHEMA_VERSION, Store, StoredResult
 
 OWNER = "o" * 32
@@ -274,6 +274,24 @@ async def test_inserted_tasks_read_back_the_same(tmp_path: Path) -> None:
     for task in made:
         again = await store.get(task.task_id)
         assert again is not None and again.to_json() == task.to_json()
+        # Records are assembled unvalidated: each still has every field, and is the one
+        # validation would make.
+        for record in (task, again):
+            assert set(record.__dict__) == set(Task.model_fields)
+            assert record == Task.model_validate(record.model_dump())
+    running = await store.transition(
+        made[0].task_id,
+        TaskStatus.CREATED,
+        TaskStatus.RUNNING,
+        {"started_at": 1240.0},
+        bump_attempt=True,
+        current=made[0],
+    )
+    assert running is not None and set(running.__dict__) == set(Task.model_fields)
+    assert running == Task.model_validate(
+        {**made[0].model_dump(), "status": "running", "attempt": 1, "started_at": 1240.0}
+    )
+    assert made[0].status == TaskStatus.CREATED  # the record it was derived from is unchanged
     await store.close()
 
 
