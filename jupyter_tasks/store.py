@@ -124,7 +124,8 @@ _MIGRATIONS: list[str] = [
     """,
     # 3: results keyed by their task's ``seq``.  Keyed by the random ``task_id``, each
     # result landed on its own page of the key's index, so a commit of N completions
-    # wrote N index pages; in ``seq`` order they share a page or two.
+    # wrote N index pages; in ``seq`` order they share a page or two.  (A result whose
+    # task is gone cannot be keyed; there is none: a task and its result go together.)
     """
     CREATE TABLE results_by_seq (
         seq INTEGER PRIMARY KEY,
@@ -248,9 +249,10 @@ def _same_keys(fields: Iterable[dict[str, Any]]) -> bool:
     return True
 
 
-def _parts(rows: Sequence[T], width: int) -> Iterator[Sequence[T]]:
-    """``rows`` in slices whose statements bind at most ``MAX_VARIABLES`` values."""
-    step = max(1, MAX_VARIABLES // width)
+def _parts(rows: Sequence[T], width: int, reserved: int = 0) -> Iterator[Sequence[T]]:
+    """``rows`` in slices whose statements bind at most ``MAX_VARIABLES`` values: ``width``
+    a row, and ``reserved`` more for the statement itself."""
+    step = max(1, (MAX_VARIABLES - reserved) // width)
     for start in range(0, len(rows), step):
         yield rows[start : start + step]
 
@@ -783,7 +785,12 @@ class Store:
         _check_transition(expected, new)
 
         def transition(db: sqlite3.Connection) -> list[Task | None]:
-            if _HAS_RETURNING and len(changes) > 1 and _same_keys(f for _, f, _ in changes):
+            if (
+                _HAS_RETURNING
+                and len(changes) > 1
+                and len({task.task_id for task, _, _ in changes}) == len(changes)
+                and _same_keys(f for _, f, _ in changes)
+            ):
                 return self._apply_many(db, changes, expected, new, bump_attempt, log_cap)
             return [
                 self._apply(
@@ -813,7 +820,7 @@ class Store:
         if bump_attempt:
             sets += ", attempt = attempt + 1"
         seqs: dict[str, int] = {}
-        for part in _parts(changes, 1 + len(keys)):
+        for part in _parts(changes, 1 + len(keys), reserved=2):  # (+ the two statuses)
             params: list[Any] = [new.value]
             for task, fields, _ in part:
                 values = _column_values(fields)

@@ -312,6 +312,8 @@ async def test_a_batch_transition_changes_only_the_tasks_still_as_expected(
         bump_attempt=True,
     )
     assert started[0] is None  # it had gone on already: compare-and-set
+    untouched = await store.get(first)
+    assert untouched is not None and (untouched.started_at, untouched.attempt) == (None, 1)
     running = [t for t in started if t is not None]
     assert len(running) == 3
     last = running[-1].task_id
@@ -345,4 +347,66 @@ async def test_a_large_batch_is_inserted_whole_with_its_tags(tmp_path: Path) -> 
     assert cursor is None and {t.task_id for t in tagged} == {t for t, _ in pairs}
     ones, _ = await store.page(tag="n1", limit=500)
     assert {t.task_id for t in ones} == {t for i, (t, _) in enumerate(pairs) if i % 3 == 1}
+    await store.close()
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "row-by-row"])
+async def test_a_large_batch_goes_through_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    """More rows than one statement may bind: every one is started, ended with its result
+    and its log trimmed, and put back; also where SQLite has no ``RETURNING`` (< 3.35)."""
+    import jupyter_tasks.store as store_module
+
+    monkeypatch.setattr(store_module, "_HAS_RETURNING", returning and store_module._HAS_RETURNING)
+    store = await open_store(tmp_path)
+    if hasattr(sqlite3.Connection, "setlimit"):  # (3.11+) the limit of builds before 3.32
+        await store.run_sync(lambda db: db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999))
+    made = await store.insert(
+        [(new_task_id(), request(tags=["big"])) for _ in range(400)], OWNER, None, time.time()
+    )
+    assert len((await store.page(tag="big", limit=500))[0]) == 400
+    fields = {"started_at": 5.0, "finished_at": None, "owner": OWNER}
+    running = await store.transition_many(
+        [(t, fields, None) for t in made], TaskStatus.CREATED, TaskStatus.RUNNING, True
+    )
+    assert all(t is not None and t.attempt == 1 for t in running)
+    chatty = made[123].task_id
+    Path(store.log_path(chatty)).write_bytes(b"x" * 100 + b"the tail")
+    ended = await store.transition_many(
+        [
+            (t, {"finished_at": 6.0, "progress": 1.0}, StoredResult({"n": i}, 1, b"p", None))
+            for i, t in enumerate(running)
+            if t is not None
+        ],
+        TaskStatus.RUNNING,
+        TaskStatus.COMPLETED,
+        log_cap=8,
+    )
+    assert all(t is not None and t.status == TaskStatus.COMPLETED for t in ended)
+    for i in (0, 332, 333, 399):  # either side of where the statements were split
+        stored = await store.get_result(made[i].task_id)
+        assert stored is not None and stored.preview == {"n": i}
+    assert Path(store.log_path(chatty)).read_bytes() == b"the tail"
+
+    # A stopping engine puts chunk tasks that never ran back: attempt set, not bumped.
+    others = await store.insert(
+        [(new_task_id(), request()) for _ in range(3)], OWNER, None, time.time()
+    )
+    back = await store.transition_many(
+        [(t, fields, None) for t in others], TaskStatus.CREATED, TaskStatus.RUNNING, True
+    )
+    again = await store.transition_many(
+        [(t, {"started_at": None, "attempt": 0}, None) for t in back if t is not None],
+        TaskStatus.RUNNING,
+        TaskStatus.CREATED,
+    )
+    for task in again:
+        assert task is not None
+        read = await store.get(task.task_id)
+        assert read is not None and (read.status, read.attempt, read.started_at) == (
+            TaskStatus.CREATED,
+            0,
+            None,
+        )
     await store.close()
