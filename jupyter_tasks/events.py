@@ -71,6 +71,11 @@ class Subscription:
             self.close()
         self._ready.set()
 
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet taken."""
+        return len(self._transitions) + len(self._progress)
+
     def _pop(self) -> Event | None:
         head = self._transitions[0] if self._transitions else None
         first = next(iter(self._progress.values()), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from jupyter_server.auth.decorator import ws_authenticated
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
 #: WebSocket close code for a subscriber that fell behind: reconnect for a fresh snapshot.
 CLOSE_FELL_BEHIND = 4001
+
+#: Linux's option to send only full packets until it is cleared (None elsewhere).
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 
 
 class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs JupyterHandler's
@@ -87,13 +91,23 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
         self._pump = asyncio.ensure_future(self._forward(subscription))
 
     async def _forward(self, subscription: Subscription) -> None:
-        """Owned by this socket: started in ``open``, cancelled in ``on_close``."""
+        """Owned by this socket: started in ``open``, cancelled in ``on_close``.
+
+        Events already queued go out corked (``TCP_CORK`` where there is one): a burst
+        of events leaves in full packets, not a packet and a wake-up of the client each.
+        """
+        corked = False
         try:
             unflushed = 0
             async for event in subscription:
-                written = self.write_message(_dumps(event))
+                if not corked and subscription.pending:
+                    corked = self._cork(True)
+                written = self._send(_dumps(event))
                 unflushed = 0 if written.done() else unflushed + 1
+                if corked and not subscription.pending:
+                    corked = self._cork(False)  # (before the next wait for an event)
                 if unflushed >= self.max_unflushed:
+                    corked = corked and self._cork(False)
                     if not await self._flushed(written, subscription):
                         self.close(CLOSE_FELL_BEHIND, "subscriber fell behind")
                         return
@@ -105,7 +119,39 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
         except (WebSocketClosedError, StreamClosedError):
             pass
         finally:
+            if corked:
+                self._cork(False)
             subscription.close()
+
+    def _send(self, text: str) -> asyncio.Future[None]:
+        """Write one text message; the future settles once the socket has taken it.
+
+        The frame goes straight to the stream where the protocol offers it: tornado's
+        ``write_message`` wraps each write in a task of its own, which cost more than the
+        rest of sending an event.  Never compressed (allowed per message).
+        """
+        protocol = self.ws_connection
+        write_frame = getattr(protocol, "_write_frame", None)
+        if protocol is None or protocol.is_closing() or write_frame is None:
+            return self.write_message(text)  # (raises WebSocketClosedError once closed)
+        try:
+            written: asyncio.Future[None] = write_frame(True, 0x1, text.encode())
+        except StreamClosedError:
+            raise WebSocketClosedError() from None
+        return written
+
+    def _cork(self, on: bool) -> bool:
+        """Hold partial packets back (True), or send what is held (False); returns ``on``
+        where the socket can, else False."""
+        stream = getattr(self.ws_connection, "stream", None)
+        sock = getattr(stream, "socket", None)
+        if _TCP_CORK is None or sock is None:
+            return False
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
+        except OSError:
+            return False
+        return on
 
     async def _flushed(self, written: asyncio.Future[None], subscription: Subscription) -> bool:
         """Wait until the socket has taken ``written``; False when it stalls for
