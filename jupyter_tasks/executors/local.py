@@ -358,8 +358,12 @@ class LocalExecutor(Executor):
         return {"op": "run", **_spec_fields(job.spec), "spool_path": job.spool}
 
     async def _reply(self, worker: WorkerProcess, job: Job) -> dict[str, Any]:
-        """Await the worker's answer to the job's request; the worker is free after it."""
-        reply = await asyncio.shield(job.reply)
+        """Await the worker's answer to the job's request; the worker is free after it.
+
+        Not shielded: a shield costs the answer one more turn of the loop on every run.
+        Cancelled, the reply is cancelled with us, and whoever settles it sees it done.
+        """
+        reply = await job.reply
         if reply["op"] == "exit" and worker.terminating is not None:
             await asyncio.shield(worker.terminating)  # the whole tree is gone before we answer
         job.worker = None
