@@ -71,10 +71,9 @@ class Subscription:
             self.close()
         self._ready.set()
 
-    @property
-    def pending(self) -> int:
-        """Events queued and not yet taken."""
-        return len(self._transitions) + len(self._progress)
+    def take(self) -> Event | None:
+        """The next queued event without waiting; None when none is queued."""
+        return None if self.dropped else self._pop()
 
     def _pop(self) -> Event | None:
         head = self._transitions[0] if self._transitions else None

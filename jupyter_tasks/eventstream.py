@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
+import struct
+import weakref
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .errors import InvalidParameters
@@ -23,8 +24,10 @@ if TYPE_CHECKING:
 #: WebSocket close code for a subscriber that fell behind: reconnect for a fresh snapshot.
 CLOSE_FELL_BEHIND = 4001
 
-#: Linux's option to send only full packets until it is cleared (None elsewhere).
-_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
+#: Texts of recent events, by ``seq``, per engine's hub: with several sockets open (the
+#: Lab panel, kernels), each event is turned into text once, not once per socket.
+_TEXTS: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
+TEXTS_KEPT = 4096
 
 
 class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs JupyterHandler's
@@ -93,21 +96,18 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
     async def _forward(self, subscription: Subscription) -> None:
         """Owned by this socket: started in ``open``, cancelled in ``on_close``.
 
-        Events already queued go out corked (``TCP_CORK`` where there is one): a burst
-        of events leaves in full packets, not a packet and a wake-up of the client each.
+        Events already queued go out together, in one write: a burst of events leaves in
+        full packets, not in a system call, a packet and a wake-up of the client each.
         """
-        corked = False
         try:
             unflushed = 0
             async for event in subscription:
-                if not corked and subscription.pending:
-                    corked = self._cork(True)
-                written = self._send(_dumps(event))
-                unflushed = 0 if written.done() else unflushed + 1
-                if corked and not subscription.pending:
-                    corked = self._cork(False)  # (before the next wait for an event)
+                texts = [self._text(event)]
+                while len(texts) < self.max_unflushed and (more := subscription.take()):
+                    texts.append(self._text(more))
+                written = self._send(texts)
+                unflushed = 0 if written.done() else unflushed + len(texts)
                 if unflushed >= self.max_unflushed:
-                    corked = corked and self._cork(False)
                     if not await self._flushed(written, subscription):
                         self.close(CLOSE_FELL_BEHIND, "subscriber fell behind")
                         return
@@ -119,39 +119,39 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
         except (WebSocketClosedError, StreamClosedError):
             pass
         finally:
-            if corked:
-                self._cork(False)
             subscription.close()
 
-    def _send(self, text: str) -> asyncio.Future[None]:
-        """Write one text message; the future settles once the socket has taken it.
+    def _text(self, event: dict[str, Any]) -> str:
+        """An event's JSON text, made once for all the sockets that send it."""
+        if len(self.tasks_app.event_sockets) < 2:
+            return _dumps(event)
+        texts = _TEXTS.setdefault(self._engine.events, {})
+        seq = event["seq"]
+        text = texts.get(seq)
+        if text is None:
+            text = texts[seq] = _dumps(event)
+            if len(texts) > TEXTS_KEPT:
+                del texts[next(iter(texts))]  # the oldest
+        return text
 
-        The frame goes straight to the stream where the protocol offers it: tornado's
-        ``write_message`` wraps each write in a task of its own, which cost more than the
-        rest of sending an event.  Never compressed (allowed per message).
+    def _send(self, texts: list[str]) -> asyncio.Future[None]:
+        """Write text messages in one write; the future settles once the socket took them.
+
+        tornado writes each message on its own (a system call and a packet each, in a
+        task of its own) and has no call for several, so the frames are made here:
+        final, unmasked text frames as a server sends them (RFC 6455, section 5.2).
+        Never compressed, which a connection may do message by message.
         """
         protocol = self.ws_connection
-        write_frame = getattr(protocol, "_write_frame", None)
-        if protocol is None or protocol.is_closing() or write_frame is None:
-            return self.write_message(text)  # (raises WebSocketClosedError once closed)
+        stream = getattr(protocol, "stream", None)
+        if protocol is None or protocol.is_closing() or not isinstance(stream, IOStream):
+            for text in texts:  # (raises WebSocketClosedError once closed)
+                written = self.write_message(text)
+            return written
         try:
-            written: asyncio.Future[None] = write_frame(True, 0x1, text.encode())
+            return stream.write(b"".join(_frame(text.encode()) for text in texts))
         except StreamClosedError:
             raise WebSocketClosedError() from None
-        return written
-
-    def _cork(self, on: bool) -> bool:
-        """Hold partial packets back (True), or send what is held (False); returns ``on``
-        where the socket can, else False."""
-        stream = getattr(self.ws_connection, "stream", None)
-        sock = getattr(stream, "socket", None)
-        if _TCP_CORK is None or sock is None:
-            return False
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, on)
-        except OSError:
-            return False
-        return on
 
     async def _flushed(self, written: asyncio.Future[None], subscription: Subscription) -> bool:
         """Wait until the socket has taken ``written``; False when it stalls for
@@ -173,6 +173,16 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
         self.tasks_app.event_sockets.discard(self)
         if self._pump is not None:
             self._pump.cancel()
+
+
+def _frame(payload: bytes) -> bytes:
+    """A final text frame without a mask, its length in the shortest form."""
+    size = len(payload)
+    if size < 126:
+        return struct.pack("!BB", 0x81, size) + payload
+    if size <= 0xFFFF:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
 def _dumps(value: Any) -> str:
