@@ -27,7 +27,9 @@ CLOSE_FELL_BEHIND = 4001
 #: Texts of recent events, by ``seq``, per engine's hub: with several sockets open (the
 #: Lab panel, kernels), each event is turned into text once, not once per socket.
 _TEXTS: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
-TEXTS_KEPT = 4096
+TEXTS_KEPT = 1024
+#: Longer texts are not kept: at most ``TEXTS_KEPT`` of these per engine (16 MiB).
+TEXT_KEPT_CHARS = 16 * 1024
 
 
 class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs JupyterHandler's
@@ -103,7 +105,8 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
             unflushed = 0
             async for event in subscription:
                 texts = [self._text(event)]
-                while len(texts) < self.max_unflushed and (more := subscription.take()):
+                room = self.max_unflushed - unflushed  # (at most that many left unwritten)
+                while len(texts) < room and (more := subscription.take()):
                     texts.append(self._text(more))
                 written = self._send(texts)
                 unflushed = 0 if written.done() else unflushed + len(texts)
@@ -129,9 +132,11 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
         seq = event["seq"]
         text = texts.get(seq)
         if text is None:
-            text = texts[seq] = _dumps(event)
-            if len(texts) > TEXTS_KEPT:
-                del texts[next(iter(texts))]  # the oldest
+            text = _dumps(event)
+            if len(text) <= TEXT_KEPT_CHARS:  # (a task with large parameters: made anew)
+                texts[seq] = text
+                if len(texts) > TEXTS_KEPT:
+                    del texts[next(iter(texts))]  # the oldest
         return text
 
     def _send(self, texts: list[str]) -> asyncio.Future[None]:
@@ -148,8 +153,12 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
             for text in texts:  # (raises WebSocketClosedError once closed)
                 written = self.write_message(text)
             return written
+        parts: list[bytes] = []
+        for text in texts:
+            payload = text.encode()
+            parts += (_frame_header(len(payload)), payload)
         try:
-            return stream.write(b"".join(_frame(text.encode()) for text in texts))
+            return stream.write(b"".join(parts))
         except StreamClosedError:
             raise WebSocketClosedError() from None
 
@@ -171,18 +180,19 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
 
     def on_close(self) -> None:
         self.tasks_app.event_sockets.discard(self)
+        if len(self.tasks_app.event_sockets) < 2 and hasattr(self, "_engine"):
+            _TEXTS.pop(self._engine.events, None)  # one socket left: nothing to share
         if self._pump is not None:
             self._pump.cancel()
 
 
-def _frame(payload: bytes) -> bytes:
-    """A final text frame without a mask, its length in the shortest form."""
-    size = len(payload)
+def _frame_header(size: int) -> bytes:
+    """The header of a final text frame without a mask, its length in the shortest form."""
     if size < 126:
-        return struct.pack("!BB", 0x81, size) + payload
+        return struct.pack("!BB", 0x81, size)
     if size <= 0xFFFF:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
+        return struct.pack("!BBH", 0x81, 126, size)
+    return struct.pack("!BBQ", 0x81, 127, size)
 
 
 def _dumps(value: Any) -> str:
