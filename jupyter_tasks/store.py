@@ -152,6 +152,10 @@ class StoredResult:
     inline: bytes | None
     path: str | None
 
+    def columns(self) -> tuple[str, int, bytes | None, str | None]:
+        """The ``results`` columns after ``seq``, in order."""
+        return json.dumps(self.preview), self.size, self.inline, self.path
+
 
 @dataclass(frozen=True)
 class Owner:
@@ -819,6 +823,7 @@ class Store:
         sets = "".join(f", {k} = v.column{i}" for i, k in enumerate(keys, start=2))
         if bump_attempt:
             sets += ", attempt = attempt + 1"
+        mark = f"({', '.join('?' * (1 + len(keys)))})"
         seqs: dict[str, int] = {}
         for part in _parts(changes, 1 + len(keys), reserved=2):  # (+ the two statuses)
             params: list[Any] = [new.value]
@@ -826,7 +831,6 @@ class Store:
                 values = _column_values(fields)
                 params += [task.task_id, *(values[k] for k in keys)]
             params.append(expected.value)
-            mark = f"({', '.join('?' * (1 + len(keys)))})"
             # (``+status``: the lookup goes by task_id, never a scan of a status's rows.)
             rows = db.execute(
                 f"UPDATE tasks SET status = ?{sets} FROM (VALUES {', '.join([mark] * len(part))})"
@@ -836,7 +840,7 @@ class Store:
             ).fetchall()
             seqs.update((row[0], row[1]) for row in rows)
         results = [
-            (seqs[task.task_id], json.dumps(r.preview), r.size, r.inline, r.path)
+            (seqs[task.task_id], *r.columns())
             for task, _, r in changes
             if r is not None and task.task_id in seqs
         ]
@@ -887,7 +891,7 @@ class Store:
             db.execute(
                 "INSERT OR REPLACE INTO results"
                 " SELECT seq, ?, ?, ?, ? FROM tasks WHERE task_id = ?",
-                (json.dumps(result.preview), result.size, result.inline, result.path, task_id),
+                (*result.columns(), task_id),
             )
         if log_cap is not None:
             self._trim_log(task_id, log_cap)
