@@ -50,9 +50,15 @@ log = logging.getLogger("jupyter_tasks")
 T = TypeVar("T")
 
 #: Most tasks one executor slot takes at once from a backlog (see ``_take_chunk``).
-CHUNK_MAX = 16
+CHUNK_MAX = 256
+#: A chunk takes no more tasks than its kind's recent attempts would run in this long: it
+#: bounds how long a task of higher priority waits for the slot, and how long a chunk's
+#: last task shows ``running`` before it begins.
+CHUNK_SECONDS = 0.1
 #: A task kind's chunks grow while its attempts end within this; one slower resets them.
 SHORT_RUN_SECONDS = 0.01
+#: The weight of each new attempt in a kind's running mean of run time.
+RUN_TIME_WEIGHT = 0.125
 #: The event statuses that end a wait: a task finished, or deleted.
 _ENDS = frozenset({*(status.value for status in FINISHED), "deleted"})
 
@@ -156,6 +162,7 @@ class Orchestrator:
         self._running: dict[str, _Run] = {}
         self._slots_used = 0  # runs holding one of the ``max_workers`` executor slots
         self._chunk_sizes: dict[str, int] = {}  # task kind -> tasks a chunk of it may take
+        self._run_times: dict[str, float] = {}  # task kind -> mean seconds of its short runs
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
@@ -386,12 +393,18 @@ class Orchestrator:
         A backlog of short tasks is run in chunks: they start in one transaction and
         end in batches, so each costs a share of two commits instead of two.  A kind
         whose attempts ran short gets chunks twice as big each time, up to
-        ``CHUNK_MAX``; one slow attempt takes it back to one task at a time.  A chunk
-        takes at most its slot's share of the backlog, the heap's next tasks in
-        priority order, and only those of the same kind that this process submitted.
+        ``CHUNK_MAX`` and ``CHUNK_SECONDS`` of its mean run time; one slow attempt takes
+        it back to one task at a time.  A chunk takes at most its slot's share of the
+        backlog, the heap's next tasks in priority order, and only those of the same
+        kind that this process submitted.
         """
         kind = _kind(first)
-        size = min(self._chunk_sizes.get(kind, 1), 1 + len(self._heap) // self.config.max_workers)
+        mean = self._run_times.get(kind, SHORT_RUN_SECONDS)
+        size = min(
+            self._chunk_sizes.get(kind, 1),
+            max(1, int(CHUNK_SECONDS / max(mean, 1e-6))),
+            1 + len(self._heap) // self.config.max_workers,
+        )
         taken: list[tuple[_Run, Task]] = []
         loop = asyncio.get_running_loop()
         while len(taken) + 1 < size and self._heap:
@@ -414,8 +427,11 @@ class Orchestrator:
         kind = _kind(task)
         if seconds < SHORT_RUN_SECONDS:
             self._chunk_sizes[kind] = min(CHUNK_MAX, 2 * self._chunk_sizes.get(kind, 1))
+            mean = self._run_times.get(kind, seconds)
+            self._run_times[kind] = mean + (seconds - mean) * RUN_TIME_WEIGHT
         else:
             self._chunk_sizes.pop(kind, None)
+            self._run_times.pop(kind, None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
