@@ -679,14 +679,16 @@ class Orchestrator:
                 )
                 for run, task, outcome in batch
             ]
+            quiet = {task.task_id for _, task, outcome in batch if not outcome.log_written}
             try:
                 finals = await self._until_recorded(
                     batch[0][1].task_id,
-                    lambda changes=changes: self.store.transition_many(  # type: ignore[misc]
+                    lambda changes=changes, quiet=quiet: self.store.transition_many(  # type: ignore[misc]
                         changes,
                         TaskStatus.RUNNING,
                         TaskStatus.COMPLETED,
                         log_cap=self.config.log_max_bytes,
+                        quiet=quiet,
                     ),
                 )
             except Exception:  # they stay running: the next start settles them
@@ -794,7 +796,7 @@ class Orchestrator:
             TaskStatus.COMPLETED,
             {"finished_at": now, "progress": 1.0, **began},
             result=result,
-            log_cap=self.config.log_max_bytes,
+            log_cap=self.config.log_max_bytes if outcome.log_written else None,
             current=task,
         )
 

@@ -19,7 +19,7 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -783,9 +783,13 @@ class Store:
         new: TaskStatus,
         bump_attempt: bool = False,
         log_cap: int | None = None,
+        quiet: Collection[str] = (),
     ) -> list[Task | None]:
         """``transition`` of several tasks this process owns, each ``(current, fields,
-        result)``, in one transaction; None in place of each whose status differed."""
+        result)``, in one transaction; None in place of each whose status differed.
+
+        ``log_cap`` trims the logs of all but the ``quiet`` tasks (whose attempts wrote
+        nothing to their logs)."""
         _check_transition(expected, new)
 
         def transition(db: sqlite3.Connection) -> list[Task | None]:
@@ -795,10 +799,18 @@ class Store:
                 and len({task.task_id for task, _, _ in changes}) == len(changes)
                 and _same_keys(f for _, f, _ in changes)
             ):
-                return self._apply_many(db, changes, expected, new, bump_attempt, log_cap)
+                return self._apply_many(db, changes, expected, new, bump_attempt, log_cap, quiet)
             return [
                 self._apply(
-                    db, task.task_id, expected, new, fields, result, bump_attempt, log_cap, task
+                    db,
+                    task.task_id,
+                    expected,
+                    new,
+                    fields,
+                    result,
+                    bump_attempt,
+                    None if task.task_id in quiet else log_cap,
+                    task,
                 )
                 for task, fields, result in changes
             ]
@@ -813,6 +825,7 @@ class Store:
         new: TaskStatus,
         bump_attempt: bool,
         log_cap: int | None,
+        quiet: Collection[str],
     ) -> list[Task | None]:
         """Store thread: ``transition_many`` in a statement per table, not one per task.
 
@@ -855,7 +868,7 @@ class Store:
             if task.task_id not in seqs:
                 out.append(None)
                 continue
-            if log_cap is not None:
+            if log_cap is not None and task.task_id not in quiet:
                 self._trim_log(task.task_id, log_cap)
             out.append(_derive(task, new, fields, bump_attempt))
         return out

@@ -50,6 +50,8 @@ class Outcome:
     result_size: int = 0
     result_inline: bytes | None = None  #: the pickle itself when small
     result_file: str | None = None  #: or the file the worker wrote it to
+    #: False when the attempt left the task's log as it was: its length needs no check.
+    log_written: bool = True
 
 
 class TaskKilled(Exception):

@@ -407,7 +407,7 @@ class LocalExecutor(Executor):
         if job.stop_reason == "killed":
             raise TaskKilled(f"task {job.spec.task_id} was killed")
         if reply["op"] == "done":
-            return _done_outcome(job.spec, reply)
+            return _done_outcome(job.spec, reply, spooled=job.spool is not None)
         if job.stop_reason == "memory":
             used, limit = job.memory_used, self.worker_memory_limit
             message = f"the task's processes used {used} bytes, limit {limit}"
@@ -627,8 +627,12 @@ def _spec_fields(spec: RunSpec) -> dict[str, Any]:
     return {name: getattr(spec, name) for name in _SPEC_FIELDS}
 
 
-def _done_outcome(spec: RunSpec, reply: dict[str, Any]) -> Outcome:
-    """Turn a worker's ``done`` message into an ``Outcome`` (bytes stay bytes: never unpickled)."""
+def _done_outcome(spec: RunSpec, reply: dict[str, Any], spooled: bool) -> Outcome:
+    """Turn a worker's ``done`` message into an ``Outcome`` (bytes stay bytes: never unpickled).
+
+    A run that wrote to a spool and did not hand it over (``spool_retired``) printed
+    nothing: its task's log is as it was.
+    """
     if not reply.get("ok"):
         return error_outcome(reply)
     # The file is the one the spec named, whatever the worker says: the server never
@@ -640,6 +644,7 @@ def _done_outcome(spec: RunSpec, reply: dict[str, Any]) -> Outcome:
         result_size=int(reply.get("size") or 0),
         result_inline=base64.b64decode(inline) if isinstance(inline, str) else None,
         result_file=None if isinstance(inline, str) else spec.result_path,
+        log_written=not spooled or reply.get("spool_retired") is not False,
     )
 
 

@@ -726,6 +726,28 @@ async def test_each_task_of_a_chunk_keeps_its_own_output(
     assert len(set(runs_of(log)[name][0] for name in names)) == 1, "not one chunk"
 
 
+@pytest.mark.parametrize("orch", [{"max_workers": 1, "log_max_bytes": 8}], indirect=True, ids=["1"])
+async def test_logs_keep_their_tail_in_a_chunk_and_alone(
+    orch: Orchestrator, tmp_path: Path
+) -> None:
+    """Each task that printed keeps the last ``log_max_bytes`` of its output; quiet ones
+    between them have none, run in a chunk or alone."""
+    log = tmp_path / "log"
+    names = ["loud1", "quiet", "loud2"]
+    requests = [py("step", str(log), name, say=name != "quiet") for name in names]
+    tasks = await held_chunk(orch, tmp_path, requests, running=4)
+    (tmp_path / "gate").write_text("go")
+    alone = await orch.submit(py("step", str(log), "alone", say=True))
+    ran = [*zip(["head", *names], tasks, strict=True), ("alone", alone)]
+    for _, task in ran:
+        assert (await orch.wait(task.task_id, HANG)).status == TaskStatus.COMPLETED
+    assert len(set(runs_of(log)[name][0] for name in ["head", *names])) == 1, "not one chunk"
+    for name, task in ran:
+        text = (await orch.logs(task.task_id))[0].decode()
+        said = "" if name in ("head", "quiet") else f"this is {name}\n"[-8:]
+        assert text == said, (name, text)
+
+
 @one_worker
 async def test_a_module_changed_during_a_chunk_is_picked_up(
     orch: Orchestrator, tmp_path: Path, root: Path
