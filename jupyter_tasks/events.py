@@ -42,6 +42,11 @@ class Subscription:
         self.dropped = False
         self.closed = False
 
+    @property
+    def statuses(self) -> frozenset[str] | None:
+        """The statuses this subscriber takes; None: every one."""
+        return self._statuses
+
     def matches(self, event: Event) -> bool:
         task = event.get("task") or {}
         return self.wants(event["status"], event["task_id"], task.get("group"))
@@ -114,6 +119,9 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
+        #: Every status some subscriber takes (None: one takes all): most events of a
+        #: burst are of a status no one waits for, and are refused here at once.
+        self._statuses: frozenset[str] | None = frozenset()
         self.seq = 0
 
     def subscribe(
@@ -127,15 +135,28 @@ class EventHub:
         (a task's status, or "deleted"); None matches any."""
         sub = Subscription(self, task_ids, group, max_pending, statuses)
         self._subs.add(sub)
+        self._gather_statuses()
         return sub
 
     def wants(self, status: str | None, task_id: str, group: str | None) -> bool:
         """Whether any subscriber wants such an event: if none does, the publisher can
         spare building it (a task's JSON form costs more than the rest of publishing)."""
+        if self._statuses is not None and status not in self._statuses:
+            return False
         return any(sub.wants(status, task_id, group) for sub in self._subs)
 
     def discard(self, sub: Subscription) -> None:
         self._subs.discard(sub)
+        self._gather_statuses()
+
+    def _gather_statuses(self) -> None:
+        union: set[str] = set()
+        for sub in self._subs:
+            if sub.statuses is None:
+                self._statuses = None
+                return
+            union |= sub.statuses
+        self._statuses = frozenset(union)
 
     def publish(self, kind: str, task: dict[str, Any]) -> Event:
         """Publish ``kind`` ("transition", "progress", "deleted") for a task (its JSON form)."""

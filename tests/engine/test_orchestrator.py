@@ -27,7 +27,7 @@ from jupyter_tasks.errors import (
     TaskNotFound,
 )
 from jupyter_tasks.models import Task, TaskRequest, TaskStatus
-from jupyter_tasks.orchestrator import EngineConfig, Orchestrator
+from jupyter_tasks.orchestrator import EngineConfig, Orchestrator, Subscription
 
 
 @pytest.fixture
@@ -293,6 +293,33 @@ async def test_a_subscriber_that_falls_behind_is_dropped(orch: Orchestrator) -> 
         await orch.submit(py("add", 1, 1))
     assert sub.dropped
     assert [e async for e in sub] == []
+
+
+async def test_subscribers_filtered_by_status_get_just_their_statuses(orch: Orchestrator) -> None:
+    """Each gets its own statuses, also after another came or went; one without a filter
+    gets every transition."""
+
+    async def statuses(sub: Subscription, task_id: str) -> list[str]:
+        seen: list[str] = []
+        while "completed" not in seen:
+            seen.append((await first_event(sub, task_id, "transition"))["status"])
+        return seen
+
+    starts = orch.subscribe(statuses=["running"])
+    ends = orch.subscribe(statuses=["completed"])
+    first = await orch.submit(py("add", 1, 1))
+    assert (await first_event(starts, first.task_id, "transition"))["status"] == "running"
+    assert (await first_event(ends, first.task_id, "transition"))["status"] == "completed"
+    starts.close()
+    every = orch.subscribe()
+    second = await orch.submit(py("add", 1, 2))
+    assert await statuses(every, second.task_id) == ["created", "running", "completed"]
+    every.close()
+    third = await orch.submit(py("add", 1, 3))
+    await orch.wait(third.task_id, HANG)
+    assert await statuses(ends, second.task_id) == ["completed"]
+    assert await statuses(ends, third.task_id) == ["completed"]
+    ends.close()
 
 
 async def test_a_subscriber_that_joins_mid_run_gets_progress_on_the_running_record(
