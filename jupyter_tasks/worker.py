@@ -658,13 +658,16 @@ def main(argv: list[str] | None = None) -> int:
         requests = iter(inbox.get, None)
     # "wakes": it waits on the eventfd before each request, so a request can be held back.
     waits = guarded and wake_fd is not None
-    channel.send({"op": "ready", "pid": os.getpid(), "python": sys.executable, "wakes": waits})
+    # "shared": a chunk's fields common to its runs may come once (see ``_run_chunk``).
+    ready = {"op": "ready", "pid": os.getpid(), "python": sys.executable, "wakes": waits}
+    channel.send({**ready, "shared": True})
     modules = _ModuleTimes()
     for request in requests:
         if request.get("op") == "exit":
             return 0
         if request.get("op") == "chunk":
-            if not _run_chunk(channel, modules, request["runs"], permit_fd):
+            runs = request["runs"]
+            if not _run_chunk(channel, modules, runs, request.get("shared") or {}, permit_fd):
                 return 0
             continue
         if request.get("op") != "run":
@@ -684,15 +687,21 @@ def _run_and_reply(channel: _Channel, modules: _ModuleTimes, request: dict[str, 
 
 
 def _run_chunk(
-    channel: _Channel, modules: _ModuleTimes, runs: list[dict[str, Any]], permit_fd: int | None
+    channel: _Channel,
+    modules: _ModuleTimes,
+    runs: list[dict[str, Any]],
+    shared: dict[str, Any],
+    permit_fd: int | None,
 ) -> bool:
     """Run a chunk's runs in order, each once its permit is taken; False: exit (stale).
 
-    The server puts one permit per run on the eventfd ``permit_fd`` and may take back
-    the ones not taken yet, atomically: a run whose permit is gone never begins, and
-    neither does any after it (they are ``skipped``, in one message).
+    Each run is its own fields over the ``shared`` ones.  The server puts one permit
+    per run on the eventfd ``permit_fd`` and may take back the ones not taken yet,
+    atomically: a run whose permit is gone never begins, and neither does any after it
+    (they are ``skipped``, in one message).
     """
-    for index, request in enumerate(runs):
+    for index, own in enumerate(runs):
+        request = {**shared, **own}
         if not _take_permit(permit_fd):
             channel.send({"op": "skipped", "task_ids": [r["task_id"] for r in runs[index:]]})
             return True

@@ -215,6 +215,8 @@ class WorkerProcess:
         #: It said (in ``ready``) that it waits on the eventfd: one that cannot (no guard in
         #: its interpreter) or an older worker reads its socket at once, woken or not.
         self._waits_on_wake = False
+        #: It said (in ``ready``) that it takes a chunk's shared fields once (``shared``).
+        self.takes_shared_fields = False
         self._writer: asyncio.StreamWriter | None = None
         self.supervisor = loop.create_task(self._supervise())
         name = f"jupyter-tasks-worker-{self.pid}"
@@ -412,6 +414,7 @@ class WorkerProcess:
         job = self.job
         if op == "ready":
             self._waits_on_wake = message.get("wakes") is True
+            self.takes_shared_fields = message.get("shared") is True
             if not self.ready.done():
                 self.ready.set_result(None)
         elif job is None or message.get("task_id") != job.spec.task_id:

@@ -256,9 +256,8 @@ class LocalExecutor(Executor):
             job.worker, job.spool = worker, spool
         worker.chunk = chunk
         chunk.start()  # the permits first: the worker takes one before each run
-        runs = [self._run_request(job) for job in jobs]
         with contextlib.suppress(ConnectionError):  # it is dying; its exit ends the chunk
-            worker.send({"op": "chunk", "runs": runs})
+            worker.send(self._chunk_request(worker, jobs, spool))
         try:
             not_begun = await asyncio.shield(chunk.finished)
         except asyncio.CancelledError:
@@ -356,6 +355,27 @@ class LocalExecutor(Executor):
     @staticmethod
     def _run_request(job: Job) -> dict[str, Any]:
         return {"op": "run", **_spec_fields(job.spec), "spool_path": job.spool}
+
+    def _chunk_request(self, worker: WorkerProcess, jobs: list[Job], spool: str) -> dict[str, Any]:
+        """A chunk's runs in one request; the fields they share (one kind, one interpreter,
+        one server) go once, where the worker takes them (``shared``): half the bytes."""
+        if not worker.takes_shared_fields:
+            return {"op": "chunk", "runs": [self._run_request(job) for job in jobs]}
+        first = jobs[0].spec
+        same = [
+            name
+            for name in _SHAREABLE_FIELDS
+            if all(getattr(job.spec, name) == getattr(first, name) for job in jobs)
+        ]
+        own = [name for name in _SPEC_FIELDS if name not in same]
+        return {
+            "op": "chunk",
+            "shared": {"op": "run", **{name: getattr(first, name) for name in same}},
+            "runs": [
+                {**{name: getattr(job.spec, name) for name in own}, "spool_path": spool}
+                for job in jobs
+            ],
+        }
 
     async def _reply(self, worker: WorkerProcess, job: Job) -> dict[str, Any]:
         """Await the worker's answer to the job's request; the worker is free after it.
@@ -620,6 +640,16 @@ class LocalExecutor(Executor):
 
 
 _SPEC_FIELDS = tuple(field.name for field in dataclasses.fields(RunSpec))
+#: Fields a chunk's runs usually share (see ``_chunk_request``).
+_SHAREABLE_FIELDS = (
+    "task_type",
+    "type_path",
+    "interpreter",
+    "root_dir",
+    "blob_dir",
+    "result_max_bytes",
+    "inline_result_max",
+)
 
 
 def _spec_fields(spec: RunSpec) -> dict[str, Any]:

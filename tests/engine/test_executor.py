@@ -601,11 +601,19 @@ class ChunkLog:
         self.ended[task_id] = outcome
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-fields-once", "each-run-whole"])
 async def test_a_chunk_runs_in_one_request_each_once(
-    make_executor: MakeExecutor, make_spec: MakeSpec
+    make_executor: MakeExecutor, make_spec: MakeSpec, until: Until, shared: bool
 ) -> None:
+    """Fields common to the runs go once to a worker that says it takes them so, else
+    in each run; a field that differs goes in each run all the same."""
     executor = await started(make_executor(max_workers=1))
-    specs = [call(make_spec, "add", n, 1) for n in range(5)]
+    await until(lambda: executor.health().workers == 1, "a worker to be ready")
+    for worker in executor._workers:
+        assert worker.takes_shared_fields  # (what this version's workers say)
+        worker.takes_shared_fields = shared
+    specs = [call(make_spec, "add", n, 1) for n in range(4)]
+    specs.append(call(make_spec, "add", 4, 1, inline_result_max=0))  # its result: a file
     seen = ChunkLog()
     not_begun = await asyncio.wait_for(
         executor.run_chunk(specs, lambda *a: None, seen.begin, seen.end), HANG
@@ -613,7 +621,9 @@ async def test_a_chunk_runs_in_one_request_each_once(
     assert not_begun == []
     assert seen.begun == [spec.task_id for spec in specs]
     assert list(seen.ended) == seen.begun
-    assert [result(o) for o in seen.ended.values() if o is not None] == [1, 2, 3, 4, 5]
+    outcomes = [o for o in seen.ended.values() if o is not None]
+    assert [result(o) for o in outcomes] == [1, 2, 3, 4, 5]
+    assert [o.result_file is not None for o in outcomes] == [False] * 4 + [True]
 
 
 async def test_a_chunk_of_two_interpreters_is_not_sent_as_one(
