@@ -97,7 +97,7 @@ class ResultInfo:
     path: str | None
 
 
-@dataclass
+@dataclass(slots=True)  # (many are alive at once in a burst: no __dict__ each)
 class _Run:
     """A task this orchestrator is running (or about to)."""
 

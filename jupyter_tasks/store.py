@@ -143,7 +143,7 @@ _MIGRATIONS: list[str] = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredResult:
     """A result row: JSON preview, size, and the pickle inline or as a file path."""
 

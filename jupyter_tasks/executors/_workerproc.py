@@ -95,6 +95,17 @@ class WorkerStartError(Exception):
 class Job:
     """One attempt of a task, from ``run()`` until its outcome; may visit several workers."""
 
+    __slots__ = (
+        "memory_used",
+        "on_progress",
+        "reply",
+        "spec",
+        "spool",
+        "stop_reason",
+        "waiter",
+        "worker",
+    )
+
     def __init__(self, spec: RunSpec, on_progress: ProgressCallback) -> None:
         self.spec = spec
         self.on_progress = on_progress

@@ -40,7 +40,7 @@ class RunSpec:
     priority: int = 1  #: 1..10, for executors that schedule elsewhere (Dask)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How an attempt ended.  ``ok`` with a result, or not ``ok`` with an error."""
 
