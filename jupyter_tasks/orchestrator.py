@@ -679,7 +679,7 @@ class Orchestrator:
                 )
                 for run, task, outcome in batch
             ]
-            quiet = {task.task_id for _, task, outcome in batch if not outcome.log_written}
+            quiet = {task.task_id for _, task, outcome in batch if _left_log_alone(task, outcome)}
             try:
                 finals = await self._until_recorded(
                     batch[0][1].task_id,
@@ -796,7 +796,7 @@ class Orchestrator:
             TaskStatus.COMPLETED,
             {"finished_at": now, "progress": 1.0, **began},
             result=result,
-            log_cap=self.config.log_max_bytes if outcome.log_written else None,
+            log_cap=None if _left_log_alone(task, outcome) else self.config.log_max_bytes,
             current=task,
         )
 
@@ -1151,6 +1151,13 @@ def _kind(task: Task) -> str:
     if not isinstance(target, str):
         target = params.get("python")  # ``callable``: the interpreter of the kernel that sent it
     return f"{task.task_type}:{target}" if isinstance(target, str) else task.task_type
+
+
+def _left_log_alone(task: Task, outcome: Outcome) -> bool:
+    """Whether the task's log needs no trim: a first attempt that printed nothing.  (An
+    earlier attempt's output may have reached the log untrimmed: a killed server's spool
+    is appended to it when the next one starts.)"""
+    return task.attempt == 1 and not outcome.log_written
 
 
 def _began(run: _Run) -> dict[str, Any]:

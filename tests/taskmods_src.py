@@ -112,6 +112,15 @@ def chatty_fail_until(counter: str, times: int) -> int:
     return fail_until(counter, times)
 
 
+def say_once_then_wait(marker: str, gate: str) -> str:
+    """The first run prints a long line and waits for ``gate``; later runs, quiet, return."""
+    if os.path.exists(marker):
+        return "quiet"
+    Path(marker).write_text("said")
+    print("x" * 100 + " the end", flush=True)
+    return wait_for(gate)
+
+
 def progress_steps(n: int, gate: str) -> str:
     print("starting", flush=True)
     for i in range(n):

@@ -487,7 +487,7 @@ RUNNER = textwrap.dedent(
 
     async def main():
         db, root = sys.argv[1], sys.argv[2]
-        orch = Orchestrator(EngineConfig(db_path=db, root_dir=root, max_workers=2))
+        orch = Orchestrator(EngineConfig(db_path=db, root_dir=root, max_workers=3))
         await orch.start()
         def req(func, *args, retries=0):
             return TaskRequest(task_type="python", description=func, max_retries=retries,
@@ -496,9 +496,11 @@ RUNNER = textwrap.dedent(
         for retries in (0, 1):
             t = await orch.submit(req("chatty_wait_for", root + "/never", retries=retries))
             ids.append(t.task_id)
+        once = req("say_once_then_wait", root + "/said", root + "/never", retries=1)
+        ids.append((await orch.submit(once)).task_id)
         for i in range(5):
             ids.append((await orch.submit(req("add", i, i))).task_id)
-        while not ((await orch.logs(ids[0]))[0] and (await orch.logs(ids[1]))[0]):
+        while not all([(await orch.logs(task_id))[0] for task_id in ids[:3]]):
             await asyncio.sleep(0.01)
         print(" ".join(ids), flush=True)
         await asyncio.sleep(600)
@@ -511,7 +513,7 @@ RUNNER = textwrap.dedent(
 async def test_recovery_after_the_owner_is_killed(
     make_config: Callable[..., EngineConfig], root: Path
 ) -> None:
-    config = make_config()
+    config = make_config(log_max_bytes=16)  # (the engine started after the kill)
     Path(config.db_path).parent.mkdir(parents=True)
     proc = subprocess.Popen(
         [sys.executable, "-c", RUNNER, config.db_path, str(root)], stdout=subprocess.PIPE, text=True
@@ -520,7 +522,7 @@ async def test_recovery_after_the_owner_is_killed(
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), HANG)
         ids = line.split()
-        assert len(ids) == 7
+        assert len(ids) == 8
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -534,7 +536,7 @@ async def test_recovery_after_the_owner_is_killed(
     orch = Orchestrator(config)
     await orch.start()
     try:
-        no_retry, with_retry, *quick = ids
+        no_retry, with_retry, quiet_retry, *quick = ids
         restarted = await orch.get(no_retry)
         assert restarted.status == TaskStatus.FAILED
         assert restarted.error is not None and restarted.error.type == "ServerRestart"
@@ -549,7 +551,11 @@ async def test_recovery_after_the_owner_is_killed(
         while (await orch.logs(no_retry))[0] != said:
             assert time.monotonic() < deadline, "the killed task's output never reached its log"
             await asyncio.sleep(0.02)
-        assert (await orch.logs(with_retry))[0] == said * 2  # both attempts, in order
+        # Both attempts, in order, within log_max_bytes; also after a retry that printed
+        # nothing (the killed attempt's output came in untrimmed).
+        assert (await orch.logs(with_retry))[0] == (said * 2)[-16:]
+        assert (await orch.wait(quiet_retry, HANG)).status == TaskStatus.COMPLETED
+        assert (await orch.logs(quiet_retry))[0] == b"x" * 7 + b" the end\n"
         assert not [spool for spool in spools if spool.exists()]
         page, _ = await orch.list(statuses=[TaskStatus.RUNNING, TaskStatus.CREATED])
         assert page == []
