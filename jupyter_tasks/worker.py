@@ -290,10 +290,11 @@ _SPOOL = _Spool()
 class _TaskScope:
     """Per-task process state: output into the log, cwd and ``sys.path``, SIGTERM's handler.
 
-    Everything is put back afterwards so one task cannot leak its setup into the next.
-    Each system call here is paid by every task (5-25 us each where calls are dear), so
-    the worker's own stdout and stderr are copied once, not per task, and the task gets
-    a copy of its log's descriptor only when it asks for one (``log_fd``).
+    Everything is put back afterwards, or set anew before each task (the cwd), so one
+    task cannot leak its setup into the next.  Each system call here is paid by every
+    task, so the worker's own stdout and stderr are copied once, not per task (high up,
+    out of the way of the task's own descriptors), and the task gets a copy of its log's
+    descriptor only when it asks for one (``log_fd``).
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -326,7 +327,7 @@ class _TaskScope:
         _flush_std()
         self._streams = (sys.stdout, sys.stderr)
         if _std_fds is None:
-            _std_fds = (os.dup(1), os.dup(2))  # (not inherited by the tasks' children)
+            _std_fds = (_keep_fd(1), _keep_fd(2))
         os.dup2(self._out_fd, 1)
         os.dup2(self._out_fd, 2)
         self._on_term = signal.getsignal(signal.SIGTERM)
@@ -342,8 +343,11 @@ class _TaskScope:
         sys.stdout, sys.stderr = self._streams
         _flush_std()
         assert _std_fds is not None
-        for fd, saved in zip((1, 2), _std_fds, strict=True):
-            os.dup2(saved, fd)
+        try:
+            for fd, saved in zip((1, 2), _std_fds, strict=True):
+                os.dup2(saved, fd)
+        except OSError:  # the task closed the worker's own copies: end it, not the next task
+            os._exit(STD_LOST_EXIT)
         for fd in (self._copy_fd, self._out_fd if self._own_fd else -1):
             if fd >= 0:
                 with contextlib.suppress(OSError):  # the task may have closed it
@@ -357,6 +361,20 @@ class _TaskScope:
 
 #: The worker's own descriptors 1 and 2, copied before the first task (see ``_TaskScope``).
 _std_fds: tuple[int, int] | None = None
+#: The worker's exit code when a task closed those copies: the task fails, the worker
+#: is replaced.
+STD_LOST_EXIT = 70
+
+
+def _keep_fd(fd: int) -> int:
+    """A copy of ``fd`` numbered 100 or above where allowed (tasks' own descriptors take
+    the lowest free numbers), closed on exec."""
+    import fcntl  # (here: kernels import this module, and not only on POSIX)
+
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+    except (AttributeError, OSError):  # (a limit of open files under 100)
+        return os.dup(fd)
 
 
 def _has_children() -> bool:
@@ -659,8 +677,15 @@ def main(argv: list[str] | None = None) -> int:
     # "wakes": it waits on the eventfd before each request, so a request can be held back.
     waits = guarded and wake_fd is not None
     # "shared": a chunk's fields common to its runs may come once (see ``_run_chunk``).
-    ready = {"op": "ready", "pid": os.getpid(), "python": sys.executable, "wakes": waits}
-    channel.send({**ready, "shared": True})
+    channel.send(
+        {
+            "op": "ready",
+            "pid": os.getpid(),
+            "python": sys.executable,
+            "wakes": waits,
+            "shared": True,
+        }
+    )
     modules = _ModuleTimes()
     for request in requests:
         if request.get("op") == "exit":

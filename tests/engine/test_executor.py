@@ -587,6 +587,26 @@ async def test_a_worker_that_breaks_the_protocol_is_killed(
     assert result(await executor.run(call(make_spec, "add", 5, 5), noop)) == 10
 
 
+async def test_a_task_that_closes_the_workers_own_descriptors_fails_alone(
+    make_executor: MakeExecutor, make_spec: MakeSpec
+) -> None:
+    """The worker keeps copies of its stdout and stderr (numbered 100 and up) to put back
+    after each task; a task that closes them fails, and the next task runs as usual."""
+
+    def close_high() -> None:
+        import os
+
+        os.closerange(100, 1 << 16)
+
+    executor = await started(make_executor())
+    outcome = await asyncio.wait_for(
+        executor.run(make_spec("callable", pickled(close_high)), noop), HANG
+    )
+    assert outcome.error is not None and outcome.error.type == "WorkerCrashed"
+    assert "70" in outcome.error.message
+    assert result(await executor.run(call(make_spec, "add", 5, 5), noop)) == 10
+
+
 class ChunkLog:
     """What ``run_chunk`` reported: begins and ends, in order."""
 
