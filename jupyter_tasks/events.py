@@ -9,7 +9,7 @@ dropped rather than buffered without bound.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -119,9 +119,10 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
-        #: Every status some subscriber takes (None: one takes all): most events of a
-        #: burst are of a status no one waits for, and are refused here at once.
-        self._statuses: frozenset[str] | None = frozenset()
+        #: How many subscribers take each status, and how many take every status: most
+        #: events of a burst are of a status no one waits for, and are refused at once.
+        self._by_status: Counter[str] = Counter()
+        self._unfiltered = 0
         self.seq = 0
 
     def subscribe(
@@ -135,28 +136,26 @@ class EventHub:
         (a task's status, or "deleted"); None matches any."""
         sub = Subscription(self, task_ids, group, max_pending, statuses)
         self._subs.add(sub)
-        self._gather_statuses()
+        self._count(sub, 1)
         return sub
 
     def wants(self, status: str | None, task_id: str, group: str | None) -> bool:
         """Whether any subscriber wants such an event: if none does, the publisher can
         spare building it (a task's JSON form costs more than the rest of publishing)."""
-        if self._statuses is not None and status not in self._statuses:
+        if not self._unfiltered and self._by_status[status or ""] <= 0:
             return False
         return any(sub.wants(status, task_id, group) for sub in self._subs)
 
     def discard(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
-        self._gather_statuses()
+        if sub in self._subs:
+            self._subs.discard(sub)
+            self._count(sub, -1)
 
-    def _gather_statuses(self) -> None:
-        union: set[str] = set()
-        for sub in self._subs:
-            if sub.statuses is None:
-                self._statuses = None
-                return
-            union |= sub.statuses
-        self._statuses = frozenset(union)
+    def _count(self, sub: Subscription, step: int) -> None:
+        if sub.statuses is None:
+            self._unfiltered += step
+        else:
+            self._by_status.update(dict.fromkeys(sub.statuses, step))
 
     def publish(self, kind: str, task: dict[str, Any]) -> Event:
         """Publish ``kind`` ("transition", "progress", "deleted") for a task (its JSON form)."""
