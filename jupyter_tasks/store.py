@@ -789,7 +789,8 @@ class Store:
         result)``, in one transaction; None in place of each whose status differed.
 
         ``log_cap`` trims the logs of all but the ``quiet`` tasks (whose attempts wrote
-        nothing to their logs)."""
+        nothing to their logs).
+        """
         _check_transition(expected, new)
 
         def transition(db: sqlite3.Connection) -> list[Task | None]:

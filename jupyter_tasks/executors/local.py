@@ -368,13 +368,11 @@ class LocalExecutor(Executor):
             if all(getattr(job.spec, name) == getattr(first, name) for job in jobs)
         ]
         own = [name for name in _SPEC_FIELDS if name not in same]
+        shared = {name: getattr(first, name) for name in same}
         return {
             "op": "chunk",
-            "shared": {"op": "run", **{name: getattr(first, name) for name in same}},
-            "runs": [
-                {**{name: getattr(job.spec, name) for name in own}, "spool_path": spool}
-                for job in jobs
-            ],
+            "shared": {"op": "run", **shared, "spool_path": spool},
+            "runs": [{name: getattr(job.spec, name) for name in own} for job in jobs],
         }
 
     async def _reply(self, worker: WorkerProcess, job: Job) -> dict[str, Any]:
