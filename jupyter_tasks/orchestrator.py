@@ -59,8 +59,6 @@ CHUNK_SECONDS = 0.1
 SHORT_RUN_SECONDS = 0.01
 #: The weight of each new attempt in a kind's running mean of run time.
 RUN_TIME_WEIGHT = 0.125
-#: The event statuses that end a wait: a task finished, or deleted.
-_ENDS = frozenset({*(status.value for status in FINISHED), "deleted"})
 
 __all__ = ["BlobWriter", "EngineConfig", "Orchestrator", "ResultInfo", "Subscription"]
 
@@ -166,6 +164,7 @@ class Orchestrator:
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
+        self._waiters: dict[str, list[asyncio.Future[Task]]] = {}  # task id -> its waits
         self._started = False
         self._stopping = False
 
@@ -215,6 +214,9 @@ class Orchestrator:
             log.warning("jupyter-tasks: could not settle running tasks at stop: %s", exc)
         finally:
             self.events.close()
+            for task_id in list(self._waiters):
+                gone = StoreUnavailable(f"the engine stopped before task {task_id} finished")
+                self._tell_waiters(task_id, gone)
             await self.store.close()
 
     # -- submit ------------------------------------------------------------------------------
@@ -914,34 +916,37 @@ class Orchestrator:
         return self.events.subscribe(task_ids, group, max_pending, statuses)
 
     async def wait(self, task_id: str, timeout: float | None = None) -> Task:
-        """Wait until the task is finished; ``TimeoutError`` after ``timeout`` seconds."""
-        sub = self.subscribe([task_id], statuses=_ENDS)
-        expired = False
+        """Wait until the task is finished; ``TimeoutError`` after ``timeout`` seconds.
 
-        def expire() -> None:  # a timer, not ``wait_for``: no task per wait
-            nonlocal expired
-            expired = True
-            sub.close()
-
+        A task this engine runs hands its final record to its waiters as it is published
+        (no subscription, no JSON form to parse back); one it does not run is read.
+        """
         loop = asyncio.get_running_loop()
-        timer = None if timeout is None else loop.call_later(timeout, expire)
+        ended: asyncio.Future[Task] = loop.create_future()
+        self._waiters.setdefault(task_id, []).append(ended)
+        timer = None
+        if timeout is not None:
+            late = TimeoutError(f"task {task_id} did not finish within {timeout} s")
+            timer = loop.call_later(timeout, _settle_waiter, ended, late)
         try:
             if task_id not in self._running:
-                # Not running here: read it (a task we run ends with an event anyway).
                 task = await self.get(task_id)
                 if task.status.finished:
                     return task
-            async for event in sub:
-                if event["event"] == "deleted":
-                    raise TaskNotFound(task_id)
-                return Task.model_validate(event["task"])
-            if expired:
-                raise TimeoutError(f"task {task_id} did not finish within {timeout} s")
-            return await self.get(task_id)  # the feed was dropped: read where it stands
+            return await ended
         finally:
             if timer is not None:
                 timer.cancel()
-            sub.close()
+            waiters = self._waiters.get(task_id, [])
+            if ended in waiters:
+                waiters.remove(ended)
+            if not waiters:
+                self._waiters.pop(task_id, None)
+
+    def _tell_waiters(self, task_id: str, outcome: Task | BaseException) -> None:
+        """Settle every ``wait`` for ``task_id``: its final record, or an error."""
+        for ended in self._waiters.pop(task_id, ()):
+            _settle_waiter(ended, outcome)
 
     async def result(self, task_id: str) -> ResultInfo:
         """The stored result of a completed task; ``NoResult`` otherwise."""
@@ -1053,6 +1058,7 @@ class Orchestrator:
         if files is None:
             raise InvalidTransition(f"task {task_id} changed while it was being deleted")
         await asyncio.to_thread(remove_files, files)
+        self._tell_waiters(task_id, TaskNotFound(task_id))
         self.events.publish("deleted", {**task.to_json(), "status": "deleted"})
 
     # -- events, leases, housekeeping --------------------------------------------------------
@@ -1063,6 +1069,8 @@ class Orchestrator:
         if run is not None:
             run.shown, run.shown_json = task, None
             run.progress, run.message = task.progress, task.message
+        if self._waiters and task.status.finished:
+            self._tell_waiters(task.task_id, task)
         if self.events.wants(task.status.value, task.task_id, task.group):
             data = task.to_json()
             if run is not None:
@@ -1127,9 +1135,19 @@ class Orchestrator:
             ids, files = await self.store.purge(time.time() - self.config.retention_seconds)
             await asyncio.to_thread(remove_files, files)
             for task_id in ids:
+                self._tell_waiters(task_id, TaskNotFound(task_id))
                 self.events.publish("deleted", {"task_id": task_id, "status": "deleted"})
             if len(ids) < 1000:
                 return
+
+
+def _settle_waiter(ended: asyncio.Future[Task], outcome: Task | BaseException) -> None:
+    if ended.done():
+        return
+    if isinstance(outcome, BaseException):
+        ended.set_exception(outcome)
+    else:
+        ended.set_result(outcome)
 
 
 def _settle_late(

@@ -74,6 +74,42 @@ async def test_python_task_completes_with_result(orch: Orchestrator) -> None:
     assert pickle.loads(payload) == 5
 
 
+async def test_a_wait_that_times_out_leaves_later_waits_their_end(
+    orch: Orchestrator, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    task = await orch.submit(py("wait_for", str(gate)))
+    with pytest.raises(TimeoutError, match=r"did not finish within 0\.2 s"):
+        await orch.wait(task.task_id, 0.2)
+    waits = [asyncio.ensure_future(orch.wait(task.task_id, HANG)) for _ in range(2)]
+    gate.write_text("go")
+    first, second = await asyncio.gather(*waits)
+    assert first.status == TaskStatus.COMPLETED and first == second
+    assert first == await orch.get(task.task_id)  # the record as stored
+    assert await orch.wait(task.task_id, HANG) == first  # finished: read
+
+
+async def test_waits_end_when_the_engine_stops(
+    make_config: Callable[..., EngineConfig], tmp_path: Path
+) -> None:
+    """The running task ends as a restart ends it; one still queued was never finished."""
+    orch = Orchestrator(make_config(max_workers=1))
+    await orch.start()
+    try:
+        running = await orch.submit(py("wait_for", str(tmp_path / "never")))
+        queued = await orch.submit(py("add", 1, 1))
+        await wait_status(orch, running.task_id, TaskStatus.RUNNING)
+        waits = [asyncio.ensure_future(orch.wait(t.task_id, HANG)) for t in (running, queued)]
+        await asyncio.sleep(0.1)
+    finally:
+        await orch.stop()
+    ended = await asyncio.wait_for(waits[0], HANG)
+    assert ended.status == TaskStatus.FAILED
+    assert ended.error is not None and ended.error.type == "ServerRestart"
+    with pytest.raises(StoreUnavailable, match="stopped before"):
+        await asyncio.wait_for(waits[1], HANG)
+
+
 async def test_unknown_ids_and_missing_results(orch: Orchestrator) -> None:
     with pytest.raises(TaskNotFound):
         await orch.get("0" * 32)
