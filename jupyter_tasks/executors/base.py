@@ -21,7 +21,7 @@ ProgressCallback = Callable[[float | None, str | None], None]
 ChunkProgressCallback = Callable[[str, float | None, str | None], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunSpec:
     """Everything a worker needs to run one attempt of a task."""
 
