@@ -292,6 +292,11 @@ async def test_inserted_tasks_read_back_the_same(tmp_path: Path) -> None:
         {**made[0].model_dump(), "status": "running", "attempt": 1, "started_at": 1240.0}
     )
     assert made[0].status == TaskStatus.CREATED  # the record it was derived from is unchanged
+    # Records share their set of field names: a copy with more (pydantic's own way, which
+    # copies the set first) leaves the others' as they were.
+    changed = made[1].model_copy(update={"message": "changed", "not_a_field": 1})
+    assert changed.model_fields_set == {*Task.model_fields, "not_a_field"}
+    assert made[1].message is None and made[2].model_fields_set == set(Task.model_fields)
     await store.close()
 
 
