@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from .._workerguard import AVAILABLE as GUARDED
@@ -368,11 +368,10 @@ class LocalExecutor(Executor):
             if all(getattr(job.spec, name) == getattr(first, name) for job in jobs)
         ]
         own = [name for name in _SPEC_FIELDS if name not in same]
-        shared = {name: getattr(first, name) for name in same}
         return {
             "op": "chunk",
-            "shared": {"op": "run", **shared, "spool_path": spool},
-            "runs": [{name: getattr(job.spec, name) for name in own} for job in jobs],
+            "shared": {"op": "run", **_spec_fields(first, same), "spool_path": spool},
+            "runs": [_spec_fields(job.spec, own) for job in jobs],
         }
 
     async def _reply(self, worker: WorkerProcess, job: Job) -> dict[str, Any]:
@@ -650,9 +649,10 @@ _SHAREABLE_FIELDS = (
 )
 
 
-def _spec_fields(spec: RunSpec) -> dict[str, Any]:
-    """The spec as a shallow dict (``dataclasses.asdict`` deep-copies the parameters)."""
-    return {name: getattr(spec, name) for name in _SPEC_FIELDS}
+def _spec_fields(spec: RunSpec, names: Sequence[str] = _SPEC_FIELDS) -> dict[str, Any]:
+    """The spec (or its ``names``) as a shallow dict (``dataclasses.asdict`` deep-copies
+    the parameters)."""
+    return {name: getattr(spec, name) for name in names}
 
 
 def _done_outcome(spec: RunSpec, reply: dict[str, Any], spooled: bool) -> Outcome:
