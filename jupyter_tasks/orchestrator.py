@@ -159,8 +159,9 @@ class Orchestrator:
         self._counter = itertools.count()
         self._running: dict[str, _Run] = {}
         self._slots_used = 0  # runs holding one of the ``max_workers`` executor slots
-        self._chunk_sizes: dict[str, int] = {}  # task kind -> tasks a chunk of it may take
-        self._run_times: dict[str, float] = {}  # task kind -> mean seconds of its short runs
+        #: Task kind -> how many tasks a chunk of it may take, and the mean seconds of its
+        #: short runs (a kind is forgotten at its first slow run).
+        self._short_kinds: dict[str, tuple[int, float]] = {}
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._runs: set[asyncio.Task[None]] = set()
@@ -401,9 +402,9 @@ class Orchestrator:
         kind that this process submitted.
         """
         kind = _kind(first)
-        mean = self._run_times.get(kind, SHORT_RUN_SECONDS)
+        most, mean = self._short_kinds.get(kind, (1, SHORT_RUN_SECONDS))
         size = min(
-            self._chunk_sizes.get(kind, 1),
+            most,
             max(1, int(CHUNK_SECONDS / max(mean, 1e-6))),
             1 + len(self._heap) // self.config.max_workers,
         )
@@ -428,12 +429,11 @@ class Orchestrator:
     def _note_duration(self, task: Task, seconds: float) -> None:
         kind = _kind(task)
         if seconds < SHORT_RUN_SECONDS:
-            self._chunk_sizes[kind] = min(CHUNK_MAX, 2 * self._chunk_sizes.get(kind, 1))
-            mean = self._run_times.get(kind, seconds)
-            self._run_times[kind] = mean + (seconds - mean) * RUN_TIME_WEIGHT
+            most, mean = self._short_kinds.get(kind, (1, seconds))
+            mean += (seconds - mean) * RUN_TIME_WEIGHT
+            self._short_kinds[kind] = (min(CHUNK_MAX, 2 * most), mean)
         else:
-            self._chunk_sizes.pop(kind, None)
-            self._run_times.pop(kind, None)
+            self._short_kinds.pop(kind, None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
