@@ -100,7 +100,8 @@ async def test_waits_end_when_the_engine_stops(
         queued = await orch.submit(py("add", 1, 1))
         await wait_status(orch, running.task_id, TaskStatus.RUNNING)
         waits = [asyncio.ensure_future(orch.wait(t.task_id, HANG)) for t in (running, queued)]
-        await asyncio.sleep(0.1)
+        both = {running.task_id, queued.task_id}
+        await until(lambda: set(orch._waiters) == both, "both waits to begin")
     finally:
         await orch.stop()
     ended = await asyncio.wait_for(waits[0], HANG)
