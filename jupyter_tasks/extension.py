@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import re
 import time
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from traitlets import (
+    Bool,
     CaselessStrEnum,
     Float,
     Int,
@@ -155,6 +157,17 @@ class TasksApp(ExtensionApp):
         "None: a LocalCluster.",
     ).tag(config=True)
 
+    gc_freeze_at_start = Bool(
+        True,
+        help="Once the engine has started, move every object then alive (the server's "
+        "modules, classes and settings, which live as long as it does) out of the cyclic "
+        "garbage collector's sight with gc.freeze(). Its full collections then skip them: "
+        "under a burst of tasks they come far cheaper (a JupyterLab server holds some "
+        "200,000 such objects, 0.25 s of collecting each time on a small machine), and so "
+        "do the pauses every request waits through. Process-wide; undone when the "
+        "extension stops. False leaves the collector alone.",
+    ).tag(config=True)
+
     @default("max_workers")
     def _default_max_workers(self) -> int:
         return os.cpu_count() or 1
@@ -217,6 +230,7 @@ class TasksApp(ExtensionApp):
     _stopping = False
     _start_task: asyncio.Future[None] | None = None
     _start_failed_at = 0.0
+    _froze = False
 
     def initialize_settings(self) -> None:
         """The kernel credential and the kernels' environment (the engine comes later)."""
@@ -315,6 +329,17 @@ class TasksApp(ExtensionApp):
             )
             raise EngineStartError(f"the task engine failed to start: {reason}") from exc
         self.log.info("jupyter_tasks: task engine started (db %s)", self.db_path)
+        self._freeze_startup_objects()
+
+    def _freeze_startup_objects(self) -> None:
+        """``gc_freeze_at_start``: once, unless someone else froze the collector already.
+
+        No collection first: a started server holds a few hundred unreachable objects at
+        most, a full collection would pause it a quarter of a second.
+        """
+        if self.gc_freeze_at_start and not self._froze and gc.get_freeze_count() == 0:
+            gc.freeze()
+            self._froze = True
 
     def _build_engine(self) -> Orchestrator:
         """Runs on a thread: the imports and the task type registry cost a few hundred ms of
@@ -375,6 +400,9 @@ class TasksApp(ExtensionApp):
             self.log.exception("jupyter_tasks: the task engine did not stop cleanly")
         finally:
             self._restore_kernel_env()
+            if self._froze:
+                self._froze = False
+                gc.unfreeze()
 
     # -- the kernels' environment -------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +32,7 @@ TRAITS = [
     "allowed_task_types",
     "executor",
     "dask_address",
+    "gc_freeze_at_start",
 ]
 
 
@@ -56,6 +58,7 @@ def test_defaults() -> None:
     assert app.worker_memory_limit == int(psutil.virtual_memory().total * 0.8)
     assert app.max_tasks_per_worker == 0 and app.kill_grace_seconds == 2
     assert app.allowed_task_types is None and app.executor == "local"
+    assert app.gc_freeze_at_start is True
 
 
 @pytest.mark.parametrize(
@@ -161,6 +164,20 @@ async def test_an_engine_that_cannot_start_answers_503(
         assert b'"healthy": false' in failed.value.response.body or b"failed to start" in (
             failed.value.response.body
         )
+
+
+async def test_what_the_started_server_holds_is_frozen_until_the_extension_stops(
+    tasks_app: Any,
+) -> None:
+    assert gc.get_freeze_count() > 0
+    await tasks_app.stop_extension()
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.tasks_config(gc_freeze_at_start=False)
+def test_the_collector_is_left_alone_when_asked(tasks_app: Any) -> None:
+    assert tasks_app.engine_running
+    assert gc.get_freeze_count() == 0  # also: no earlier server of this process left it frozen
 
 
 def test_status_names_match_the_model() -> None:
