@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Awaitable, Callable
 from http.client import responses
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
@@ -276,7 +277,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise InvalidParameters(f"not UTF-8 (byte {exc.start})", field="body") from None
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise InvalidParameters(f"not valid JSON: {exc}", field="body") from None
     if not isinstance(value, dict):
@@ -322,6 +323,15 @@ def _overrides(cls: type, base: type, name: str) -> bool:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A number past a float's range (``1e400``) would be read as infinity, which JSON
+    cannot carry back out: every answer holding the task would fail."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is beyond the range of a 64-bit float")
+    return value
 
 
 def _json_kind(value: Any) -> str:

@@ -313,6 +313,21 @@ async def test_openapi_document(api: Api, tasks_app: Any) -> None:
     assert "/tasks/events" in doc["info"]["description"]
 
 
+async def test_a_number_beyond_a_float_is_400_and_stores_nothing(api: Api) -> None:
+    for number in ("1e400", "-1E999"):
+        raw = python_task("operator:neg", 0)
+        text = json.dumps(raw).replace('"args": [0]', f'"args": [{number}]').encode()
+        response = await api("POST", raw=text)
+        assert response.code == 400, response.body
+        assert error_of(response).startswith("body:") and number in error_of(response)
+        batch = b'{"tasks": [' + text + b"]}"
+        response = await api("POST", "batch", raw=batch)
+        assert response.code == 400 and number in error_of(response)
+    assert (await api.json("GET"))["tasks"] == []
+    ok = json.dumps(python_task("operator:neg", 0)).replace("[0]", "[1e300]").encode()
+    assert (await api("POST", raw=ok)).code == 201
+
+
 async def test_values_the_store_cannot_hold_are_400(api: Api) -> None:
     too_long = python_task("operator:add", 1, 2, timeout_seconds=2**31)
     response = await api("POST", body=too_long)
