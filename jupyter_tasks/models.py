@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 import os
 import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    field_serializer,
+    field_validator,
+)
 
 TASK_ID_PATTERN = r"^[0-9a-f]{32}$"
 _TASK_ID = re.compile(r"[0-9a-f]{32}")
@@ -117,6 +126,23 @@ class TaskRequest(BaseModel):
         default=0, description="Retries of failures other than cancellation."
     )
     tags: list[Tag] = Field(default_factory=list, max_length=100, description="For filtering.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _json_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Parameters travel as JSON, which has no NaN or infinity (a REST client cannot
+        send them; a Python caller could, and every answer holding the task would fail)."""
+        pending: list[Any] = [value]
+        while pending:  # a loop, not recursion: parameters may nest a thousand deep
+            item = pending.pop()
+            if isinstance(item, float):
+                if not math.isfinite(item):
+                    raise ValueError(f"{item} is not a JSON number")
+            elif isinstance(item, dict):
+                pending.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                pending.extend(item)
+        return value
 
 
 class TaskError(BaseModel):

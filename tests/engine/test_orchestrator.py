@@ -74,6 +74,22 @@ async def test_python_task_completes_with_result(orch: Orchestrator) -> None:
     assert pickle.loads(payload) == 5
 
 
+async def test_values_beyond_the_fast_encoder_travel_exactly(orch: Orchestrator) -> None:
+    """A 71-bit integer and a lone surrogate: to the worker, into the store and back."""
+    big = await orch.submit(py("add", 2**70, 1))
+    lone = await orch.submit(py("add", "\ud800", "!"))
+    assert big.parameters["args"] == [2**70, 1]
+    for task, value in ((big, 2**70 + 1), (lone, "\ud800!")):
+        done = await orch.wait(task.task_id, HANG)
+        assert done.status == TaskStatus.COMPLETED, done.error
+        assert (await orch.result(task.task_id)).preview["value"] == value
+        again = await orch.get(task.task_id)
+        assert again.parameters == task.parameters
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="not a JSON number"):
+            py("add", [{"x": bad}], 1)
+
+
 async def test_a_wait_that_times_out_leaves_later_waits_their_end(
     orch: Orchestrator, tmp_path: Path
 ) -> None:
