@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -17,6 +16,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .errors import InvalidParameters
 from .handlerbase import TASK_STATUSES, TasksHandlerMixin, authorized
+from .jsonout import dumps
 
 if TYPE_CHECKING:
     from .orchestrator import Subscription
@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 #: WebSocket close code for a subscriber that fell behind: reconnect for a fresh snapshot.
 CLOSE_FELL_BEHIND = 4001
 
-#: Texts of recent events, by ``seq``, per engine's hub: with several sockets open (the
-#: Lab panel, kernels), each event is turned into text once, not once per socket.
-_TEXTS: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
-TEXTS_KEPT = 1024
-#: Longer texts are not kept: at most ``TEXTS_KEPT`` of these per engine (16 MiB).
-TEXT_KEPT_CHARS = 16 * 1024
+#: Texts of recent events (UTF-8), by ``seq``, per engine's hub: with several sockets open
+#: (the Lab panel, kernels), each event is turned into text once, not once per socket.
+_PAYLOADS: weakref.WeakKeyDictionary[Any, dict[int, bytes]] = weakref.WeakKeyDictionary()
+PAYLOADS_KEPT = 1024
+#: Longer texts are not kept: at most ``PAYLOADS_KEPT`` of these per engine (16 MiB).
+PAYLOAD_KEPT_BYTES = 16 * 1024
 
 
 class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs JupyterHandler's
@@ -92,7 +92,7 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
             subscription.close()
             return
         tasks = [task.to_json() for task in snapshot]
-        self.write_message(_dumps({"event": "snapshot", "tasks": tasks}))
+        self.write_message(_dumps({"event": "snapshot", "tasks": tasks}).decode())
         self._pump = asyncio.ensure_future(self._forward(subscription))
 
     async def _forward(self, subscription: Subscription) -> None:
@@ -104,12 +104,12 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
         try:
             unflushed = 0
             async for event in subscription:
-                texts = [self._text(event)]
+                payloads = [self._payload(event)]
                 room = self.max_unflushed - unflushed  # (at most that many left unwritten)
-                while len(texts) < room and (more := subscription.take()):
-                    texts.append(self._text(more))
-                written = self._send(texts)
-                unflushed = 0 if written.done() else unflushed + len(texts)
+                while len(payloads) < room and (more := subscription.take()):
+                    payloads.append(self._payload(more))
+                written = self._send(payloads)
+                unflushed = 0 if written.done() else unflushed + len(payloads)
                 if unflushed >= self.max_unflushed:
                     if not await self._flushed(written, subscription):
                         self.close(CLOSE_FELL_BEHIND, "subscriber fell behind")
@@ -124,22 +124,22 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
         finally:
             subscription.close()
 
-    def _text(self, event: dict[str, Any]) -> str:
-        """An event's JSON text, made once for all the sockets that send it."""
+    def _payload(self, event: dict[str, Any]) -> bytes:
+        """An event's JSON text (UTF-8), made once for all the sockets that send it."""
         if len(self.tasks_app.event_sockets) < 2:
             return _dumps(event)
-        texts = _TEXTS.setdefault(self._engine.events, {})
+        payloads = _PAYLOADS.setdefault(self._engine.events, {})
         seq = event["seq"]
-        text = texts.get(seq)
-        if text is None:
-            text = _dumps(event)
-            if len(text) <= TEXT_KEPT_CHARS:  # (a task with large parameters: made anew)
-                texts[seq] = text
-                if len(texts) > TEXTS_KEPT:
-                    del texts[next(iter(texts))]  # the oldest
-        return text
+        payload = payloads.get(seq)
+        if payload is None:
+            payload = _dumps(event)
+            if len(payload) <= PAYLOAD_KEPT_BYTES:  # (a task with large parameters: made anew)
+                payloads[seq] = payload
+                if len(payloads) > PAYLOADS_KEPT:
+                    del payloads[next(iter(payloads))]  # the oldest
+        return payload
 
-    def _send(self, texts: list[str]) -> asyncio.Future[None]:
+    def _send(self, payloads: list[bytes]) -> asyncio.Future[None]:
         """Write text messages in one write; the future settles once the socket took them.
 
         tornado writes each message on its own (a system call and a packet each, in a
@@ -150,12 +150,11 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
         protocol = self.ws_connection
         stream = getattr(protocol, "stream", None)
         if protocol is None or protocol.is_closing() or not isinstance(stream, IOStream):
-            for text in texts:  # (raises WebSocketClosedError once closed)
-                written = self.write_message(text)
+            for payload in payloads:  # (raises WebSocketClosedError once closed)
+                written = self.write_message(payload.decode())
             return written
         parts: list[bytes] = []
-        for text in texts:
-            payload = text.encode()
+        for payload in payloads:
             parts += (_frame_header(len(payload)), payload)
         try:
             return stream.write(b"".join(parts))
@@ -181,7 +180,7 @@ class EventsHandler(  # type: ignore[misc]  # prepare(): the mixin's runs Jupyte
     def on_close(self) -> None:
         self.tasks_app.event_sockets.discard(self)
         if len(self.tasks_app.event_sockets) < 2 and hasattr(self, "_engine"):
-            _TEXTS.pop(self._engine.events, None)  # one socket left: nothing to share
+            _PAYLOADS.pop(self._engine.events, None)  # one socket left: nothing to share
         if self._pump is not None:
             self._pump.cancel()
 
@@ -195,8 +194,8 @@ def _frame_header(size: int) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, size)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, allow_nan=False)
+def _dumps(value: Any) -> bytes:
+    return dumps(value, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:

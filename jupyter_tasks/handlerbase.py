@@ -35,6 +35,7 @@ from .errors import (
     TaskNotFound,
     UnknownTaskType,
 )
+from .jsonout import dumps
 
 if TYPE_CHECKING:
     from .models import TaskRequest
@@ -245,7 +246,7 @@ class TasksHandler(TasksHandlerMixin, APIHandler):
 
     def write_json(self, status: int, value: Any) -> None:
         self.set_status(status)
-        self.finish(json.dumps(value, allow_nan=False))
+        self.finish(dumps(value))
 
     def task_url(self, task_id: str) -> str:
         return str(url_path_join(self.base_url, "tasks", task_id))

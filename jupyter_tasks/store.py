@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import InvalidParameters, InvalidTransition, StoreUnavailable
+from .jsonout import dumps_text
 from .models import ALLOWED_TRANSITIONS, FINISHED, Task, TaskError, TaskRequest, TaskStatus
 
 T = TypeVar("T")
@@ -154,7 +155,7 @@ class StoredResult:
 
     def columns(self) -> tuple[str, int, bytes | None, str | None]:
         """The ``results`` columns after ``seq``, in order."""
-        return json.dumps(self.preview), self.size, self.inline, self.path
+        return dumps_text(self.preview), self.size, self.inline, self.path
 
 
 @dataclass(frozen=True)
@@ -654,11 +655,11 @@ class Store:
                         task_id,
                         req.task_type,
                         req.description,
-                        json.dumps(req.parameters),
+                        dumps_text(req.parameters),
                         req.priority,
                         req.timeout_seconds,
                         req.max_retries,
-                        json.dumps(req.tags),
+                        dumps_text(req.tags),
                         status,
                         group,
                         now,

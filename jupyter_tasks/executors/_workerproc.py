@@ -26,6 +26,7 @@ from typing import IO, Any
 import psutil
 
 from .._workerguard import AVAILABLE as GUARDED
+from ..jsonout import dumps
 from ..models import is_task_id
 from ..worker import settle_spool, spool_tag
 from ._chunkrun import ChunkRun
@@ -253,7 +254,7 @@ class WorkerProcess:
         """
         if self._writer is None or self._writer.is_closing():
             raise ConnectionError("the worker's socket is closed")
-        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        self._writer.write(dumps(message) + b"\n")
         if wake:
             self.wake()
         else:
