@@ -90,7 +90,12 @@ class BatchHandler(TasksHandler):
         if not 1 <= len(items) <= most:
             raise InvalidParameters(f"must hold 1..{most} task requests", field="tasks")
         requests = parse_task_requests(items)
+        # The parsed body is not needed any more: let it go before the store's write, or
+        # it lives through collections meanwhile and lands in the collector's oldest
+        # generation, to be walked by each full collection (thousands of objects a batch).
+        del body, items
         tasks = await (await self.engine()).submit_batch(requests)
+        del requests
         self.write_json(201, {"tasks": [t.to_json() for t in tasks]})
 
 
