@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import pickle
 import resource
@@ -75,6 +76,44 @@ async def test_python_task_returns_preview_and_pickle(
     assert outcome.preview == {"type": "int", "repr": "5", "value": 5}
     assert outcome.result_size == len(outcome.result_inline or b"")
     assert result(outcome) == 5
+
+
+@pytest.mark.parametrize(
+    ("func", "args"),
+    [
+        ("builtins:int", []),
+        ("builtins:bool", [1]),
+        ("builtins:pow", [2, 100]),
+        ("builtins:pow", [10, 1500]),  # its repr is cut to 1,000 characters, not its value
+        ("builtins:pow", [10, 5000]),  # no repr, no JSON: too many digits for a str
+        ("operator:truediv", [1, 3]),
+        ("builtins:float", ["1e16"]),
+        ("builtins:float", ["-inf"]),
+        ("builtins:float", ["nan"]),
+        ("builtins:complex", [1, 2]),
+        ("builtins:str", ["text"]),
+    ],
+)
+async def test_a_results_preview_holds_its_json_value_when_it_has_one(
+    make_executor: MakeExecutor, make_spec: MakeSpec, func: str, args: list[Any]
+) -> None:
+    executor = await started(make_executor())
+    outcome = await executor.run(call(make_spec, func, *args), noop)
+    value = result(outcome)
+    assert outcome.preview is not None
+    try:
+        expected = json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError):  # not JSON, or not finite
+        assert "value" not in outcome.preview
+    else:
+        assert outcome.preview["value"] == expected
+        assert type(outcome.preview["value"]) is type(expected)
+    try:
+        assert outcome.preview["repr"] == repr(value)[:997] + (
+            "..." if len(repr(value)) > 1000 else ""
+        )
+    except ValueError:  # an int of 5,001 digits has no repr
+        assert outcome.preview["repr"].startswith("<repr failed: ValueError")
 
 
 async def test_large_result_is_written_to_the_result_file(
