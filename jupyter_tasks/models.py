@@ -14,6 +14,7 @@ import functools
 import math
 import os
 import re
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -129,20 +130,43 @@ class TaskRequest(BaseModel):
 
     @field_validator("parameters")
     @classmethod
-    def _json_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """Parameters travel as JSON, which has no NaN or infinity (a REST client cannot
-        send them; a Python caller could, and every answer holding the task would fail)."""
-        pending: list[Any] = [value]
-        while pending:  # a loop, not recursion: parameters may nest a thousand deep
-            item = pending.pop()
+    def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Parameters travel as JSON: strings, numbers (finite: JSON has no NaN or
+        infinity), booleans, null, objects and arrays, without cycles. A REST client can
+        send nothing else; a Python caller could, and the task would then be stored, sent
+        or answered differently from what it asked for, or not at all."""
+        _check_plain_json(value)
+        return value
+
+
+def _check_plain_json(value: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first value JSON cannot carry as it is.
+
+    Depth first with a stack of iterators, not recursion: parameters may nest a thousand
+    deep.  The containers on the current path are kept to refuse a cycle (a container
+    shared by two branches is fine).
+    """
+    path = {id(value)}
+    stack: list[tuple[Any, Iterator[Any]]] = [(value, iter(value.values()))]
+    while stack:
+        container, children = stack[-1]
+        for item in children:
+            if item is None or isinstance(item, (str, int)):  # (bool is an int)
+                continue
             if isinstance(item, float):
                 if not math.isfinite(item):
                     raise ValueError(f"{item} is not a JSON number")
-            elif isinstance(item, dict):
-                pending.extend(item.values())
-            elif isinstance(item, (list, tuple)):
-                pending.extend(item)
-        return value
+                continue
+            if not isinstance(item, (dict, list, tuple)):
+                raise ValueError(f"a {type(item).__name__} is not a JSON value")
+            if id(item) in path:
+                raise ValueError("contains itself")
+            path.add(id(item))
+            stack.append((item, iter(item.values() if isinstance(item, dict) else item)))
+            break
+        else:
+            stack.pop()
+            path.discard(id(container))
 
 
 class TaskError(BaseModel):

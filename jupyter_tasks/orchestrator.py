@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from .blobs import BlobWriter, remove_files
 from .errors import (
     InvalidParameters,
@@ -349,19 +351,14 @@ class Orchestrator:
     async def rerun(self, task_id: str) -> Task:
         """Submit a new task with the same request as ``task_id``."""
         old = await self.get(task_id)
-        request = TaskRequest(
-            **old.model_dump(
-                include={
-                    "task_type",
-                    "description",
-                    "parameters",
-                    "priority",
-                    "timeout_seconds",
-                    "max_retries",
-                    "tags",
-                }
-            )
-        )
+        fields = {"task_type", "description", "parameters", "priority"}
+        fields |= {"timeout_seconds", "max_retries", "tags"}
+        try:
+            request = TaskRequest(**old.model_dump(include=fields))
+        except ValidationError as exc:  # (stored before a rule it breaks was made)
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"]) or None
+            raise InvalidParameters(f"cannot be submitted again: {error['msg']}", where) from None
         return await self.submit(request)
 
     # -- queue and dispatch ------------------------------------------------------------------

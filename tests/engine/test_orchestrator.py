@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import signal
@@ -20,6 +21,7 @@ from support import HANG, TASKMODS, engine_config, first_event, gone, task_root,
 from support import taskmods_request as py
 
 from jupyter_tasks.errors import (
+    InvalidParameters,
     InvalidTransition,
     NoResult,
     QueueFull,
@@ -85,9 +87,15 @@ async def test_values_beyond_the_fast_encoder_travel_exactly(orch: Orchestrator)
         assert (await orch.result(task.task_id)).preview["value"] == value
         again = await orch.get(task.task_id)
         assert again.parameters == task.parameters
-    for bad in (float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="not a JSON number"):
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    refused = [(float("nan"), "nan is not a JSON number"), (float("inf"), "inf is not")]
+    refused += [(b"bytes", "a bytes is not a JSON value"), (cycle, "contains itself")]
+    for bad, message in refused:
+        with pytest.raises(ValueError, match=message):
             py("add", [{"x": bad}], 1)
+    shared = [1, 2]
+    assert py("add", [shared, shared], 1).parameters["args"][0] == [shared, shared]
 
 
 async def test_a_wait_that_times_out_leaves_later_waits_their_end(
@@ -530,6 +538,18 @@ async def test_delete_and_rerun(orch: Orchestrator) -> None:
     await orch.delete(task.task_id)
     with pytest.raises(TaskNotFound):
         await orch.get(task.task_id)
+
+
+async def test_a_rerun_of_parameters_no_longer_valid_is_refused_naming_them(
+    orch: Orchestrator,
+) -> None:
+    task = await orch.wait((await orch.submit(py("add", 1, 1))).task_id, HANG)
+    # As a server before parameters refused infinities could have stored it:
+    with contextlib.closing(sqlite3.connect(orch.store.db_path, timeout=HANG)) as db, db:
+        stored = '{"callable": "taskmods:add", "args": [Infinity, 1], "kwargs": {}}'
+        db.execute("UPDATE tasks SET parameters = ? WHERE task_id = ?", (stored, task.task_id))
+    with pytest.raises(InvalidParameters, match=r"^parameters: cannot be submitted again: .*inf"):
+        await orch.rerun(task.task_id)
 
 
 RUNNER = textwrap.dedent(
