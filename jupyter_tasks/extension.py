@@ -334,10 +334,14 @@ class TasksApp(ExtensionApp):
     def _freeze_startup_objects(self) -> None:
         """``gc_freeze_at_start``: once, unless someone else froze the collector already.
 
-        No collection first: a started server holds a few hundred unreachable objects at
-        most, a full collection would pause it a quarter of a second.
+        No collection first (unless a start failed before): a started server holds a few
+        hundred unreachable objects at most, a full collection would pause it a quarter of
+        a second.  What is in flight then (requests that waited for the start) and later
+        dies in a cycle is not reclaimed until the extension stops: a few requests' worth.
         """
         if self.gc_freeze_at_start and not self._froze and gc.get_freeze_count() == 0:
+            if self._start_failed_at:
+                gc.collect()  # what the failed start left (an engine, tracebacks) goes first
             gc.freeze()
             self._froze = True
 

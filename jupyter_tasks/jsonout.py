@@ -5,8 +5,8 @@ rows' columns) took about a sixth of the server's CPU; orjson does the same work
 several times faster.  It refuses some values a task may carry (integers beyond 64
 bits, lone surrogates, nesting deeper than 254): those go through ``json``, as
 everything did before.  Reading stays with ``json``, which keeps big integers exact
-where orjson would turn them into floats.  Workers and kernels do not use this
-module: they may run in an interpreter without orjson.
+where orjson would turn them into floats.  Workers do not use this module: they may
+run in an interpreter without orjson.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import orjson
 def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     """Compact JSON as UTF-8.
 
-    The values it is given hold no NaN or infinity (task parameters refuse them, see
-    ``models.TaskRequest``), which orjson would write as null.
+    orjson writes NaN and infinities as null: the values it is given hold none (task
+    parameters refuse them, see ``models.TaskRequest``; previews are written with json).
     """
     try:
         return orjson.dumps(value, default=default)

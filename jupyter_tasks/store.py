@@ -155,7 +155,8 @@ class StoredResult:
 
     def columns(self) -> tuple[str, int, bytes | None, str | None]:
         """The ``results`` columns after ``seq``, in order."""
-        return dumps_text(self.preview), self.size, self.inline, self.path
+        # (json, not orjson: a NaN in a preview must stay NaN, never become null)
+        return json.dumps(self.preview), self.size, self.inline, self.path
 
 
 @dataclass(frozen=True)
