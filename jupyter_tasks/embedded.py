@@ -76,8 +76,7 @@ class EmbeddedBackend:
         try:
             return TaskRequest.model_validate(request)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise InvalidParameters(err["msg"], field=".".join(map(str, err["loc"]))) from None
+            raise InvalidParameters.from_validation(exc) from None
 
     def submit(self, request: TaskDict) -> TaskDict:
         return self._call(self._orch.submit(self._request(request))).to_json()

@@ -5,6 +5,11 @@ The engine imports no web framework; ``handlers.py`` turns these into 400/404/40
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class TasksError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -51,6 +56,20 @@ class InvalidParameters(TasksError, ValueError):
         super().__init__(message)
         self.field = field
         self.index = index
+
+    @classmethod
+    def from_validation(
+        cls,
+        exc: ValidationError,
+        within: str | None = None,
+        index: int | None = None,
+        context: str = "",
+    ) -> InvalidParameters:
+        """pydantic's first error, naming its field (inside ``within``), after ``context``."""
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        field = ".".join(part for part in (within, where) if part) or None
+        return cls(context + error["msg"], field=field, index=index)
 
     def __str__(self) -> str:
         where = []

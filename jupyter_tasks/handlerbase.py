@@ -311,9 +311,7 @@ def parse_task_requests(values: list[Any], batch: bool = True) -> list[TaskReque
         try:
             requests.append(TaskRequest.model_validate(value))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(part) for part in err["loc"]) or None
-            raise InvalidParameters(err["msg"], field=field, index=index) from None
+            raise InvalidParameters.from_validation(exc, index=index) from None
     return requests
 
 

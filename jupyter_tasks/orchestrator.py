@@ -351,14 +351,11 @@ class Orchestrator:
     async def rerun(self, task_id: str) -> Task:
         """Submit a new task with the same request as ``task_id``."""
         old = await self.get(task_id)
-        fields = {"task_type", "description", "parameters", "priority"}
-        fields |= {"timeout_seconds", "max_retries", "tags"}
         try:
-            request = TaskRequest(**old.model_dump(include=fields))
+            request = TaskRequest(**old.model_dump(include=set(TaskRequest.model_fields)))
         except ValidationError as exc:  # (stored before a rule it breaks was made)
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"]) or None
-            raise InvalidParameters(f"cannot be submitted again: {error['msg']}", where) from None
+            context = "cannot be submitted again: "
+            raise InvalidParameters.from_validation(exc, context=context) from None
         return await self.submit(request)
 
     # -- queue and dispatch ------------------------------------------------------------------

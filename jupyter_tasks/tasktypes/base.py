@@ -71,10 +71,7 @@ class TaskType:
         try:
             return cls.Parameters.model_validate(parameters)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            field = f"parameters.{loc}" if loc else "parameters"
-            raise InvalidParameters(err["msg"], field=field) from None
+            raise InvalidParameters.from_validation(exc, within="parameters") from None
 
     def validate(self, parameters: dict[str, Any], ctx: SubmitContext) -> None:
         """Check parameters at submit time; raise ``InvalidParameters`` when wrong."""
