@@ -55,6 +55,10 @@ def orch(
     jp_asyncio_loop.run_until_complete(o.stop())
 
 
+#: The ``orch`` fixture with one worker: tasks run one at a time, in priority order.
+one_worker = pytest.mark.parametrize("orch", [{"max_workers": 1}], indirect=True, ids=["1"])
+
+
 async def wait_path(path: Path) -> str:
     """Wait (bounded) until a task has written ``path``."""
     deadline = time.monotonic() + HANG
@@ -113,21 +117,16 @@ async def test_a_wait_that_times_out_leaves_later_waits_their_end(
     assert await orch.wait(task.task_id, HANG) == first  # finished: read
 
 
-async def test_waits_end_when_the_engine_stops(
-    make_config: Callable[..., EngineConfig], tmp_path: Path
-) -> None:
+@one_worker
+async def test_waits_end_when_the_engine_stops(orch: Orchestrator, tmp_path: Path) -> None:
     """The running task ends as a restart ends it; one still queued was never finished."""
-    orch = Orchestrator(make_config(max_workers=1))
-    await orch.start()
-    try:
-        running = await orch.submit(py("wait_for", str(tmp_path / "never")))
-        queued = await orch.submit(py("add", 1, 1))
-        await wait_status(orch, running.task_id, TaskStatus.RUNNING)
-        waits = [asyncio.ensure_future(orch.wait(t.task_id, HANG)) for t in (running, queued)]
-        both = {running.task_id, queued.task_id}
-        await until(lambda: set(orch._waiters) == both, "both waits to begin")
-    finally:
-        await orch.stop()
+    running = await orch.submit(py("wait_for", str(tmp_path / "never")))
+    queued = await orch.submit(py("add", 1, 1))
+    await wait_status(orch, running.task_id, TaskStatus.RUNNING)
+    waits = [asyncio.ensure_future(orch.wait(t.task_id, HANG)) for t in (running, queued)]
+    both = {running.task_id, queued.task_id}
+    await until(lambda: set(orch._waiters) == both, "both waits to begin")
+    await orch.stop()  # (the fixture's own stop then does nothing)
     ended = await asyncio.wait_for(waits[0], HANG)
     assert ended.status == TaskStatus.FAILED
     assert ended.error is not None and ended.error.type == "ServerRestart"
@@ -148,22 +147,16 @@ async def test_unknown_ids_and_missing_results(orch: Orchestrator) -> None:
         await orch.cancel(failed.task_id)
 
 
-async def test_priority_order_with_one_worker(
-    make_config: Callable[..., EngineConfig], tmp_path: Path
-) -> None:
-    orch = Orchestrator(make_config(max_workers=1))
-    await orch.start()
-    try:
-        gate, order = tmp_path / "gate", tmp_path / "order"
-        blocker = await orch.submit(py("wait_for", str(gate)))
-        names = [("low", 1), ("mid-a", 5), ("high", 10), ("mid-b", 5), ("low-b", 1)]
-        tasks = [await orch.submit(py("record", str(order), n, priority=p)) for n, p in names]
-        gate.write_text("go")
-        for task in [blocker, *tasks]:
-            assert (await orch.wait(task.task_id, HANG)).status == TaskStatus.COMPLETED
-        assert order.read_text().split() == ["high", "mid-a", "mid-b", "low", "low-b"]
-    finally:
-        await orch.stop()
+@one_worker
+async def test_priority_order_with_one_worker(orch: Orchestrator, tmp_path: Path) -> None:
+    gate, order = tmp_path / "gate", tmp_path / "order"
+    blocker = await orch.submit(py("wait_for", str(gate)))
+    names = [("low", 1), ("mid-a", 5), ("high", 10), ("mid-b", 5), ("low-b", 1)]
+    tasks = [await orch.submit(py("record", str(order), n, priority=p)) for n, p in names]
+    gate.write_text("go")
+    for task in [blocker, *tasks]:
+        assert (await orch.wait(task.task_id, HANG)).status == TaskStatus.COMPLETED
+    assert order.read_text().split() == ["high", "mid-a", "mid-b", "low", "low-b"]
 
 
 async def test_cancel_queued_and_running(
@@ -696,9 +689,6 @@ def assert_each_ran_once(log: Path, names: list[str], never: tuple[str, ...] = (
     runs = runs_of(log)
     assert not [name for name in never if name in runs], f"ran: {never}"
     assert all(len(runs.get(name, [])) == 1 for name in names), "a task ran twice or never"
-
-
-one_worker = pytest.mark.parametrize("orch", [{"max_workers": 1}], indirect=True, ids=["1"])
 
 
 @one_worker
