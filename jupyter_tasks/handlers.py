@@ -95,7 +95,6 @@ class BatchHandler(TasksHandler):
         # generation, to be walked by each full collection (thousands of objects a batch).
         del body, items
         tasks = await (await self.engine()).submit_batch(requests)
-        del requests
         self.write_json(201, {"tasks": [t.to_json() for t in tasks]})
 
 
